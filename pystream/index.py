@@ -1,0 +1,428 @@
+"""Writer side of the clip archive: one thread that batches clip embeddings into LanceDB.
+
+Why this shape (see design.md, "Known pitfalls: LanceDB"):
+- every LanceDB commit is a new fragment and a new version, so rows are batched by size and time
+  and the table is compacted with `optimize()` periodically;
+- rows are upserted with `merge_insert("id")` on a deterministic id, so replaying rows after a
+  crash (the checkpoint lags the archive by at most one commit) never duplicates a clip;
+- IVF_PQ needs >= 256 rows to train and unindexed rows are brute-forced, so the vector index is
+  created once enough rows exist, kept current by `optimize()` (which indexes new fragments) and
+  rebuilt when the table has grown enough that the partition count is stale.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Iterable, Sequence
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import BTree, Bitmap, IvfPq
+
+log = logging.getLogger(__name__)
+
+VECTOR_INDEX_NAME = "vector_idx"
+# Scalar indexes: bitmap for the low-cardinality source name, btree for time ranges and for the
+# merge_insert join key (without it every upsert scans the whole id column).
+SCALAR_INDEXES = {"source": Bitmap, "start": BTree, "id": BTree}
+
+
+def clip_schema(dim: int) -> pa.Schema:
+    """Arrow schema of the clips table for embeddings of size `dim`."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("uri", pa.string()),
+            pa.field("level", pa.int8(), nullable=False),
+            pa.field("start", pa.float64(), nullable=False),
+            pa.field("end", pa.float64(), nullable=False),
+            pa.field("model", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("thumbnail", pa.binary()),
+            pa.field("created", pa.float64()),
+        ]
+    )
+
+
+def clip_id(source: str, level: int, start: float) -> str:
+    """Deterministic row id: the same clip always gets the same id, so re-appending is a no-op.
+
+    Millisecond resolution: windows are seconds apart, and rounding absorbs float noise in
+    recomputed start times.
+    """
+    return f"{source}|{int(level)}|{int(round(start * 1000))}"
+
+
+@dataclass
+class ClipRow:
+    source: str
+    uri: str
+    level: int
+    start: float
+    end: float
+    vector: np.ndarray
+    thumbnail: bytes | None = None
+    model: str | None = None  # defaults to the writer's model_id
+    id: str | None = None  # defaults to clip_id(source, level, start)
+
+    def row_id(self) -> str:
+        return self.id if self.id is not None else clip_id(self.source, self.level, self.start)
+
+
+def make_thumbnail(rgb: np.ndarray, max_side: int = 96, quality: int = 70) -> bytes:
+    """Small JPEG of an RGB uint8 frame [H, W, 3], longest side at most `max_side`."""
+    from PIL import Image
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"thumbnail expects an RGB array [H, W, 3], got shape {rgb.shape}")
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    image.thumbnail((max_side, max_side))  # keeps the aspect ratio, only ever shrinks
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def check_vector(vector, dim: int, what: str = "vector") -> np.ndarray:
+    """Return `vector` as float32 [dim], or raise ValueError naming the problem."""
+    array = np.asarray(vector, dtype=np.float32).reshape(-1) if vector is not None else None
+    if array is None or array.shape[0] != dim:
+        got = None if array is None else array.shape[0]
+        raise ValueError(f"{what} has dimension {got}, but the archive stores dimension {dim}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def vector_index_params(num_rows: int, dim: int) -> tuple[int, int]:
+    """(num_partitions, num_sub_vectors) for an IVF_PQ index over `num_rows` vectors of `dim`.
+
+    Partitions ~ sqrt(rows) (the usual IVF rule) but at least 256 rows each so k-means has data;
+    sub-vectors of 8 dims (dim/8 codes of 8 bits) keep PQ accurate enough for refine to fix the
+    rest, and must divide dim.
+    """
+    partitions = max(1, min(int(round(math.sqrt(num_rows))), num_rows // 256))
+    sub_dims = 8 if dim >= 64 else 4
+    sub_vectors = max(1, dim // sub_dims)
+    while dim % sub_vectors:
+        sub_vectors -= 1
+    return partitions, sub_vectors
+
+
+def open_or_create_table(db, table: str, dim: int):
+    """Open `table`, or create it empty with the clip schema; refuse a different vector dim."""
+    if table in list_table_names(db):
+        tbl = db.open_table(table)
+        stored = tbl.schema.field("vector").type.list_size
+        if stored != dim:
+            raise ValueError(
+                f"table {table!r} at {db.uri} stores vectors of dimension {stored}, "
+                f"but the writer was configured with dimension {dim}"
+            )
+        return tbl
+    return db.create_table(table, schema=clip_schema(dim), exist_ok=True)
+
+
+def list_table_names(db) -> list[str]:
+    # list_tables() pages; table_names() is deprecated in recent LanceDB.
+    if hasattr(db, "list_tables"):
+        names: list[str] = []
+        token = None
+        while True:
+            response = db.list_tables(page_token=token, limit=1000)
+            names.extend(response.tables)
+            token = response.page_token
+            if not token:
+                return names
+    return list(db.table_names(limit=1_000_000))
+
+
+class WriterError(RuntimeError):
+    """A commit (or the on_commit hook) failed in the writer thread."""
+
+
+class ClipWriter:
+    """Batches ClipRows into a LanceDB table from one background thread.
+
+    write() only validates and enqueues. The thread commits when `batch_rows` rows are pending,
+    when the oldest pending row is `flush_interval_s` old, or when flush()/close() asks. A failed
+    commit keeps its rows queued (the upsert is idempotent, so retrying is safe), is logged, and
+    is raised from the next flush()/close().
+    """
+
+    def __init__(
+        self,
+        db_uri: str,
+        table: str = "clips",
+        *,
+        dim: int,
+        model_id: str,
+        batch_rows: int = 512,
+        flush_interval_s: float = 1.0,
+        optimize_every_s: float = 60.0,
+        index_min_rows: int = 256,
+        reindex_growth: float = 4.0,
+        keep_versions_s: float = 3600.0,
+        on_commit: Callable[[list[ClipRow]], None] | None = None,
+        retry_backoff_s: float = 1.0,
+    ):
+        if index_min_rows < 256:
+            raise ValueError("index_min_rows must be >= 256: IVF_PQ cannot train on fewer rows")
+        self.db_uri = str(db_uri)
+        self.table_name = table
+        self.dim = int(dim)
+        self.model_id = model_id
+        self.batch_rows = int(batch_rows)
+        self.flush_interval_s = float(flush_interval_s)
+        self.optimize_every_s = float(optimize_every_s)
+        self.index_min_rows = int(index_min_rows)
+        self.reindex_growth = float(reindex_growth)
+        self.keep_versions_s = float(keep_versions_s)
+        self.on_commit = on_commit
+        self.retry_backoff_s = float(retry_backoff_s)
+
+        self._db = lancedb.connect(self.db_uri)
+        self._table = open_or_create_table(self._db, table, self.dim)
+
+        self._cond = threading.Condition()
+        self._pending: list[ClipRow] = []
+        self._oldest_pending_time: float | None = None
+        self._enqueued = 0  # rows ever enqueued
+        self._done = 0  # rows committed (rows leave the queue in order, so this is a watermark)
+        self._flush_wanted = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._last_optimize = time.monotonic()
+        # Row count when the vector index was (re)built; None until we know. After a restart the
+        # current size is taken as the base, so a rebuild comes after the same growth again.
+        self._index_built_rows: int | None = None
+
+        self.rows_written = 0
+        self.commits = 0
+        self.last_commit_time: float | None = None
+
+        self._thread = threading.Thread(target=self._run, name="pystream-clip-writer", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def table(self):
+        return self._table
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._enqueued - self._done
+
+    def write(self, rows: Iterable[ClipRow]) -> None:
+        """Validate and enqueue rows; returns at once. Bad rows raise ValueError here."""
+        rows = list(rows)
+        for row in rows:
+            row.vector = check_vector(row.vector, self.dim, f"vector of clip {row.row_id()!r}")
+            if not (math.isfinite(row.start) and math.isfinite(row.end)):
+                raise ValueError(f"clip {row.row_id()!r} has a non-finite start/end time")
+        if not rows:
+            return
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("ClipWriter is closed")
+            if self._oldest_pending_time is None:
+                self._oldest_pending_time = time.monotonic()
+            self._pending.extend(rows)
+            self._enqueued += len(rows)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every row enqueued before this call is committed.
+
+        Raises WriterError if a commit failed since the last flush (rows stay queued for retry),
+        TimeoutError if `timeout` passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._enqueued
+            self._flush_wanted = True
+            self._cond.notify_all()
+            while self._done < target and self._error is None:
+                if not self._thread.is_alive():
+                    raise WriterError("writer thread is not running")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"flush: {target - self._done} rows still pending")
+                self._cond.wait(remaining if remaining is not None else 0.5)
+            self._raise_pending_error()
+
+    def close(self, optimize: bool = True, timeout: float | None = None) -> None:
+        """Commit everything queued, optionally compact + index once more, stop the thread."""
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join(timeout)
+        if optimize and self._done > 0:
+            self.maintain(force=True)
+
+    def __enter__(self) -> "ClipWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {
+                "rows_written": self.rows_written,
+                "commits": self.commits,
+                "last_commit_time": self.last_commit_time,
+                "pending": self._enqueued - self._done,
+            }
+
+    def maintain(self, force: bool = False) -> None:
+        """Compact, refresh and create indexes. Runs on the writer thread every optimize_every_s."""
+        table = self._table
+        num_rows = table.count_rows()
+        indexes = {index.name: index for index in table.list_indices()}
+        if VECTOR_INDEX_NAME not in indexes:
+            if num_rows >= self.index_min_rows:
+                self._build_vector_index(num_rows)
+        elif self._index_built_rows is None:
+            self._index_built_rows = num_rows
+        elif num_rows >= self.reindex_growth * self._index_built_rows:
+            self._build_vector_index(num_rows)  # partitions sized for a much smaller table
+        if num_rows > 0:
+            for column, index_type in SCALAR_INDEXES.items():
+                if f"{column}_idx" not in indexes:
+                    table.create_index(column, config=index_type(), name=f"{column}_idx")
+        # optimize(): compacts small fragments and adds new rows to existing indexes. Old
+        # versions are removed after keep_versions_s so a long-running daemon does not keep a
+        # manifest per commit forever (readers only need recent versions).
+        table.optimize(cleanup_older_than=timedelta(seconds=self.keep_versions_s))
+        self._last_optimize = time.monotonic()
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _build_vector_index(self, num_rows: int) -> None:
+        partitions, sub_vectors = vector_index_params(num_rows, self.dim)
+        log.info("building IVF_PQ index: %d rows, %d partitions, %d sub-vectors",
+                 num_rows, partitions, sub_vectors)
+        self._table.create_index(
+            "vector",
+            config=IvfPq(distance_type="cosine", num_partitions=partitions,
+                         num_sub_vectors=sub_vectors),
+            replace=True,
+            name=VECTOR_INDEX_NAME,
+        )
+        self._index_built_rows = num_rows
+
+    def _raise_pending_error(self) -> None:
+        # Called with the lock held: report a failure once, then forget it.
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise WriterError(f"clip writer failed: {error!r}") from error
+
+    def _take_batch(self) -> list[ClipRow] | None:
+        """Wait until a batch is due; return it (None when closing with nothing left)."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                due_by_age = (self._oldest_pending_time is not None
+                              and now - self._oldest_pending_time >= self.flush_interval_s)
+                if self._pending and (len(self._pending) >= self.batch_rows or due_by_age
+                                      or self._flush_wanted or self._closing):
+                    batch = self._pending[: max(self.batch_rows, 1)]
+                    return batch
+                if not self._pending:
+                    self._flush_wanted = False
+                    if self._closing:
+                        return None
+                # Wake for new rows, the age deadline, or periodic maintenance.
+                waits = [self.optimize_every_s - (now - self._last_optimize)]
+                if self._oldest_pending_time is not None:
+                    waits.append(self.flush_interval_s - (now - self._oldest_pending_time))
+                self._cond.wait(max(0.01, min(waits)))
+                if not self._pending and time.monotonic() - self._last_optimize >= self.optimize_every_s:
+                    return []  # idle: time for maintenance
+
+    def _commit(self, batch: list[ClipRow]) -> None:
+        now = time.time()
+        data = pa.table(
+            {
+                "id": [row.row_id() for row in batch],
+                "source": [row.source for row in batch],
+                "uri": [row.uri for row in batch],
+                "level": pa.array([row.level for row in batch], pa.int8()),
+                "start": pa.array([row.start for row in batch], pa.float64()),
+                "end": pa.array([row.end for row in batch], pa.float64()),
+                "model": [row.model or self.model_id for row in batch],
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.stack([row.vector for row in batch]).ravel(), pa.float32()),
+                    self.dim),
+                "thumbnail": pa.array([row.thumbnail for row in batch], pa.binary()),
+                "created": pa.array([now] * len(batch), pa.float64()),
+            },
+            schema=clip_schema(self.dim),
+        )
+        # A batch may contain the same id twice (a replay inside one batch); keep the first.
+        ids = data.column("id").to_pylist()
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            keep = [i for i, x in enumerate(ids) if not (x in seen or seen.add(x))]
+            data = data.take(keep)
+        (self._table.merge_insert("id")
+         .when_not_matched_insert_all()
+         .execute(data))
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if batch:
+                try:
+                    self._commit(batch)
+                except Exception as error:  # keep rows queued, retry after a pause
+                    log.exception("clip writer: commit of %d rows failed", len(batch))
+                    with self._cond:
+                        self._error = error
+                        self._cond.notify_all()
+                        closing = self._closing
+                    if closing:
+                        return  # close() reports the error; rows are not committed
+                    time.sleep(self.retry_backoff_s)
+                    continue
+                with self._cond:
+                    del self._pending[: len(batch)]
+                    self._done += len(batch)
+                    self.rows_written += len(batch)
+                    self.commits += 1
+                    self.last_commit_time = time.time()
+                    self._oldest_pending_time = time.monotonic() if self._pending else None
+                    self._cond.notify_all()
+                if self.on_commit is not None:
+                    try:
+                        self.on_commit(batch)
+                    except Exception as error:
+                        log.exception("clip writer: on_commit hook failed")
+                        with self._cond:
+                            self._error = error
+                            self._cond.notify_all()
+            if time.monotonic() - self._last_optimize >= self.optimize_every_s:
+                try:
+                    self.maintain()
+                except Exception as error:
+                    log.exception("clip writer: optimize/index maintenance failed")
+                    with self._cond:
+                        self._error = error
+                        self._cond.notify_all()
+                    self._last_optimize = time.monotonic()  # do not spin on a failing optimize
