@@ -1,0 +1,107 @@
+"""Load CLIP models through Hugging Face transformers: a hub id or a local directory.
+
+No model hub is reachable on air-gapped machines, so a hub id first tries the local cache and
+then the network, and fails fast with a message that says how to point at a local directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# CLIP's own pixel statistics; used when a model directory has no preprocessor_config.json.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why and what to do."""
+
+
+def shipped_model_dir() -> Path:
+    """The small CLIP trained by this project on synthetic videos (the offline default)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "tiny-clip"
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> str:
+    """'shipped' (or None) means the bundled model; anything else is returned as given."""
+    if name_or_path in (None, "", "shipped"):
+        return str(shipped_model_dir())
+    return str(name_or_path)
+
+
+def load_clip(name_or_path: str | os.PathLike | None = DEFAULT_MODEL) -> Tuple[object, object, dict]:
+    """Return (CLIPModel in eval mode, tokenizer or None, pixel stats dict with mean/std).
+
+    ``name_or_path`` is a hub id (e.g. openai/clip-vit-base-patch32), a local directory with
+    config.json + weights (+ tokenizer files), or 'shipped' for the bundled model.
+    """
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    ref = resolve_model(name_or_path)
+    path = Path(ref).expanduser()
+    is_local = path.exists() or ref.startswith((".", "/", "~"))
+    if is_local:
+        if not path.is_dir():
+            raise ModelLoadError(f"model directory {path} does not exist")
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise ModelLoadError(f"{path} has no weights (*.safetensors or *.bin)")
+        kwargs = dict(local_files_only=True)
+        source = str(path)
+    else:
+        kwargs = {}
+        source = ref
+
+    try:
+        config = CLIPConfig.from_pretrained(source, **_hub_kwargs(kwargs))
+    except ValueError as e:  # a config of another architecture
+        raise ModelLoadError(f"{ref}: not a CLIP model ({e}); pystream supports CLIPModel checkpoints") from e
+    except Exception as e:
+        raise ModelLoadError(_offline_message(ref, e)) from e
+    if getattr(config, "model_type", "clip") != "clip":
+        raise ModelLoadError(
+            f"{ref} is a {config.model_type!r} model; pystream's TempMe encoder supports CLIPModel "
+            "checkpoints (CLS token, pre-LN ViT)"
+        )
+    try:
+        model = CLIPModel.from_pretrained(source, **_hub_kwargs(kwargs))
+    except Exception as e:
+        raise ModelLoadError(_offline_message(ref, e)) from e
+    model.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(kwargs))
+    except Exception:
+        tokenizer = None  # vision-only use still works; text queries will say so
+    return model, tokenizer, _pixel_stats(path if is_local else None)
+
+
+def _hub_kwargs(kwargs: dict) -> dict:
+    if kwargs.get("local_files_only"):
+        return kwargs
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    return dict(kwargs, local_files_only=offline) if offline else kwargs
+
+
+def _offline_message(ref: str, err: Exception) -> str:
+    return (
+        f"could not load model {ref!r} from the Hugging Face hub or its cache ({type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else ''}). On a machine without internet, download "
+        "the model elsewhere (e.g. `huggingface-cli download openai/clip-vit-base-patch32 "
+        "--local-dir ./clip-b32`), copy the directory here and pass its path instead "
+        "(model: /path/to/clip-b32), or use the bundled model with model: shipped."
+    )
+
+
+def _pixel_stats(path: Path | None) -> dict:
+    import json
+
+    stats = {"mean": CLIP_MEAN, "std": CLIP_STD}
+    if path is not None and (path / "preprocessor_config.json").exists():
+        cfg = json.loads((path / "preprocessor_config.json").read_text())
+        stats["mean"] = tuple(cfg.get("image_mean", CLIP_MEAN))
+        stats["std"] = tuple(cfg.get("image_std", CLIP_STD))
+    return stats

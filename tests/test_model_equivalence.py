@@ -1,0 +1,92 @@
+"""Our forward against transformers' own, on random weights of the real CLIP shapes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pystream.model.tempme import image_features, text_features
+from model_fixtures import clip_model, video_model
+
+
+def _perframe_reference(clip, pixels):
+    V, Fn = pixels.shape[:2]
+    feats = image_features(clip, pixels.flatten(0, 1)).view(V, Fn, -1)
+    return F.normalize(feats.mean(1), dim=-1)
+
+
+@pytest.mark.parametrize("name,frames", [("tiny", 12), ("tiny", 5), ("b32", 4),
+                                         pytest.param("b16", 2, marks=pytest.mark.slow)])
+def test_merging_off_equals_transformers(name, frames):
+    m = video_model(name, schedule="off")
+    s = m.image_size
+    torch.manual_seed(1)
+    px = torch.randn(2, frames, 3, s, s)
+    with torch.no_grad():
+        ours = m.encode_video(px)
+        ref = _perframe_reference(m.clip, px)
+    assert (ours - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["tiny", "b32"])
+def test_text_features_equal_transformers(name):
+    m = video_model(name)
+    torch.manual_seed(2)
+    vocab = m.clip.config.text_config.vocab_size
+    ids = torch.randint(3, vocab - 3, (3, 9))
+    ids[:, -1] = vocab - 1  # CLIP pools at the highest id (the EOS token)
+    with torch.no_grad():
+        ref = F.normalize(text_features(m.clip, ids), dim=-1)
+        ours = F.normalize(m.clip.get_text_features(input_ids=ids).pooler_output, dim=-1)
+    assert (ours - ref).abs().max().item() < 1e-5
+
+
+def test_tempme_output_tokens_match_accounting():
+    m = video_model("b32")
+    torch.manual_seed(3)
+    px = torch.randn(1, 12, 3, 224, 224)
+    with torch.no_grad():
+        t = m.embed(px[0])
+        t = m.run_layers(t, 0, 12, m.schedule)
+    acc = m.accounting()
+    assert t.num_seq * t.num_tokens == acc.output_tokens == 97
+    assert t.n_cls == 12
+    assert torch.allclose(t.sizes.sum(), torch.tensor(600.0))
+
+
+def test_tempme_embedding_is_normalised_and_close_to_perframe():
+    m = video_model("tiny")
+    torch.manual_seed(4)
+    px = torch.randn(3, 12, 3, 64, 64)
+    with torch.no_grad():
+        a = m.encode_video(px)
+        b = m.encode_video(px, schedule="off")
+    assert torch.allclose(a.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert ((a * b).sum(-1) > 0.9).all()  # merging approximates, it does not scramble
+
+
+def test_gradients_flow_through_merging():
+    m = video_model("tiny")
+    px = torch.randn(1, 12, 3, 64, 64)
+    m.train()
+    try:
+        loss = m.encode_video(px).sum()
+        loss.backward()
+    finally:
+        m.eval()
+    g = m.layers[0].self_attn.q_proj.weight.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+    m.zero_grad(set_to_none=True)
+
+
+def test_bad_inputs():
+    m = video_model("tiny")
+    with pytest.raises(ValueError, match="expects 64x64"):
+        m.preprocess(torch.zeros(12, 32, 32, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="12 frames"):
+        m.encode_video(torch.randn(1, 8, 3, 64, 64))
+    px = torch.randn(1, 12, 3, 64, 64)
+    px[0, 3, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        m.encode_video(px)
+    with pytest.raises(ValueError, match="uint8"):
+        m.preprocess(torch.zeros(64, 64, 3, dtype=torch.float64))
