@@ -216,3 +216,17 @@ def vision_accounting(vision_config, proj_dim: int, schedule: TempMeSchedule,
         schedule=schedule,
         head_dim=c.hidden_size // c.num_attention_heads,
     )
+
+
+def streaming_window_macs(acc: Accounting, schedule: TempMeSchedule, num_layers: int) -> int:
+    """Multiply-adds per emitted window when streaming with a hop of one chunk: the new chunk
+    alone runs the chunk-local layers (the carried chunks were paid for earlier), then the
+    whole window runs the remaining layers."""
+    if not schedule.enabled:
+        # Per-frame CLIP with cached frame features: each window pays for its new chunk.
+        return acc.total_macs // 3
+    chunk_stop = schedule.clipme_start(num_layers) + len(schedule.clip_groups) - 1
+    share = schedule.chunks_per_window
+    chunk = sum(l.macs for l in acc.layers[:chunk_stop]) + acc.embed_macs
+    window = sum(l.macs for l in acc.layers[chunk_stop:]) + acc.head_macs
+    return chunk // share + window
