@@ -179,3 +179,27 @@ def test_generator_closes_container_early(videos):
 def test_bad_fps():
     with pytest.raises(ValueError):
         next(decode_frames("x.mp4", fps=0, size=16))
+
+
+def test_http_url_with_timeout(videos):
+    """URLs go through the same path (open/read timeouts passed to av.open)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(videos["ts"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/red.ts"
+        frames = list(decode_frames(url, fps=1, size=16, timeout=(5.0, 5.0)))
+        assert [f.pts_s for f in frames] == pytest.approx([0, 1, 2, 3])
+        with pytest.raises(DecodeError, match="missing.ts"):
+            list(decode_frames(url.replace("red", "missing"), 1, 16, timeout=(5.0, 5.0)))
+    finally:
+        server.shutdown()
+        server.server_close()
