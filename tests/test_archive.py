@@ -229,3 +229,29 @@ def test_other_process_sees_new_rows_within_a_second(tmp_path):
         child.wait(timeout=60)
     assert seen_after < 1.5, f"rows became visible {seen_after:.2f} s after the commit"
     assert len(arc.search(np.ones(DIM), k=20, sources=["remote"])) == 10
+
+
+def test_any_source_name_filters_exactly(tmp_path):
+    """Property: whatever the source name (quotes, backslashes, unicode), the filter matches it
+    and only it: names are escaped, never interpolated raw into the SQL."""
+    from hypothesis import given, settings, strategies as st
+
+    writer = ClipWriter(tmp_path, dim=4, model_id="m", optimize_every_s=1e9)
+    arc = archive.open(tmp_path, read_consistency_interval=0)  # see each flush at once
+    names = []
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.text(min_size=1, max_size=12))
+    def check(name):
+        names.append(name)
+        writer.write([ClipRow(source=name, uri="x", level=0, start=float(len(names)),
+                              end=float(len(names)), vector=np.ones(4))])
+        writer.flush()
+        hits = arc.search(np.ones(4), k=50, sources=[name])
+        assert hits and {h.source for h in hits} == {name}
+        assert arc.count(sources=[name]) == names.count(name)
+
+    try:
+        check()
+    finally:
+        writer.close(optimize=False)
