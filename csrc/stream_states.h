@@ -1,0 +1,81 @@
+// Carried per-stream state: the merged tokens, sizes and provenance of each stream's most recent
+// chunks, owned by C++ (bounded by a chunk count per stream and a byte budget overall).
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace pystream {
+
+struct Chunk {
+  int64_t seq = 0;
+  int64_t n = 0;
+  std::vector<uint8_t> tokens;  // [n, C] in the stream's dtype
+  std::vector<float> sizes;     // [n]
+  std::vector<int64_t> frames;  // [n, 2]
+  std::vector<double> times;    // [n, 2]
+  size_t nbytes() const {
+    return tokens.size() + sizeof(float) * sizes.size() + sizeof(int64_t) * frames.size() +
+           sizeof(double) * times.size();
+  }
+};
+
+struct Stream {
+  DType dtype = DType::F32;
+  int64_t C = 0;
+  int64_t last_seq = 0;
+  std::deque<Chunk> chunks;
+};
+
+// A host buffer handed to Python (as a DLPack capsule) without a copy.
+struct HostArray {
+  std::vector<uint8_t> data;
+  std::vector<int64_t> shape;
+  DType dtype = DType::F32;
+};
+
+struct WindowBatch {
+  HostArray tokens, sizes, frames, times, lengths, chunk_lengths;
+};
+
+class StreamStates {
+ public:
+  StreamStates(int64_t max_chunks, int64_t max_bytes);
+
+  // Copies one chunk in; evicts the stream's oldest chunk beyond max_chunks. Throws ValueError /
+  // MemoryError (before changing anything) on bad input or when max_bytes would be exceeded.
+  void push(const std::string& id, DType dtype, const void* tokens, int64_t n, int64_t C,
+            const float* sizes, const int64_t* frames, const double* times, int64_t seq);
+
+  // batched: tokens [S, Nmax, C] zero padded, sizes [S, Nmax], frames/times [S, Nmax, 2],
+  // lengths [S], chunk_lengths [S, Kmax] (zero padded). single: the same without the S axis and
+  // unpadded (chunk_lengths [k]).
+  WindowBatch windows(const std::vector<std::string>& ids) const;
+  WindowBatch window(const std::string& id) const;
+
+  const Stream& get(const std::string& id) const;  // KeyError when unknown
+  bool contains(const std::string& id) const { return streams_.count(id) != 0; }
+  void drop(const std::string& id);
+  std::vector<std::string> ids() const;
+  size_t size() const { return streams_.size(); }
+  int64_t nbytes() const { return nbytes_; }
+  int64_t max_chunks() const { return max_chunks_; }
+  int64_t max_bytes() const { return max_bytes_; }
+
+  std::string to_bytes() const;
+  static StreamStates from_bytes(const char* data, size_t len);
+
+ private:
+  int64_t max_chunks_;
+  int64_t max_bytes_;
+  int64_t nbytes_ = 0;
+  std::map<std::string, Stream> streams_;
+};
+
+uint32_t crc32(const void* data, size_t len, uint32_t crc = 0);
+
+}  // namespace pystream
