@@ -99,7 +99,7 @@ def _merge_row(x, sizes, metric, r: int, protected: int):
     n = x.shape[0]
     P = protected
     a_pos = torch.arange(P, n, 2)
-    b_pos = torch.arange(P + 1, n, 2)
+    b_pos = torch.arange(P + 1, max(n, P + 1), 2)  # empty (not an error) when n == P
     nA, nB = a_pos.numel(), b_pos.numel()
     xf = x.float()
     index_map = torch.empty(n, dtype=torch.int64)
@@ -169,7 +169,7 @@ def _merge_uniform(x, sizes, metric, r: int, protected: int) -> MergeResult:
     P = protected
     dev = x.device
     a_pos = torch.arange(P, N, 2, device=dev)
-    b_pos = torch.arange(P + 1, N, 2, device=dev)
+    b_pos = torch.arange(P + 1, max(N, P + 1), 2, device=dev)  # empty when N == P
     nA, nB = a_pos.numel(), b_pos.numel()
     lengths = torch.full((B,), N - r, dtype=torch.int64, device=dev)
     xf = x.float()
