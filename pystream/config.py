@@ -1,0 +1,240 @@
+"""The daemon's YAML configuration: pydantic models, validated with messages that name the file
+and the key (unknown keys are errors, not silently ignored: a typo like `stabel_s` would
+otherwise quietly run with the default).
+
+    cfg = load_config("/etc/pystream/config.yaml")     # raises ConfigError
+    cfg = load_config(None)                             # the embedded config/default.yaml
+
+Relative paths (archive, state_dir, folder paths) are taken relative to the current directory;
+the systemd unit uses absolute paths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+SYSTEM_CONFIG = Path("/etc/pystream/config.yaml")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- sources
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"  # no '|': it separates the fields of row ids
+
+
+class _SourceBase(_Strict):
+    name: str = Field(pattern=_NAME_PATTERN, max_length=128)
+    fps: Optional[float] = Field(default=None, gt=0, le=60,
+                                 description="sample rate; default: the top-level sample_fps")
+    enabled: bool = True
+
+
+class FolderSourceConfig(_SourceBase):
+    type: Literal["folder"]
+    path: str
+    patterns: List[str] = Field(default_factory=lambda: ["*.mp4", "*.mkv", "*.ts", "*.mov",
+                                                         "*.avi", "*.webm"])
+    recursive: bool = True
+    poll: bool = False  # polling observer, for network filesystems (no inotify there)
+    stable_s: float = Field(default=2.0, ge=0)  # size unchanged this long = file complete
+    scan_interval_s: float = Field(default=30.0, gt=0)  # reconciliation scan period
+    poll_interval_s: float = Field(default=1.0, gt=0)  # polling observer period (poll: true)
+    ignore_hidden: bool = True  # dot-files: rsync/ffmpeg temp names
+    # Start time of a recording: its container creation_time; without one, "zero"
+    # (file-relative seconds) or "mtime" (mtime minus duration: it ended when last written).
+    fallback_start: Literal["zero", "mtime"] = "zero"
+
+    @field_validator("path")
+    @classmethod
+    def _folder_exists(cls, v: str) -> str:
+        p = Path(v).expanduser()
+        if not p.exists():
+            raise ValueError(f"folder {v!r} does not exist")
+        if not p.is_dir():
+            raise ValueError(f"{v!r} is not a folder")
+        return str(p.resolve())
+
+
+class StreamSourceConfig(_SourceBase):
+    type: Literal["stream"]
+    url: str
+    options: Dict[str, str] = Field(default_factory=dict)  # libav options, e.g. rtsp_transport
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _has_scheme(cls, v: str) -> str:
+        if "://" not in v:
+            raise ValueError(f"{v!r} is not a URL (rtsp://, rtmp://, http(s)://, udp://, srt://, file://)")
+        return v
+
+
+class FileSourceConfig(_SourceBase):
+    type: Literal["file"]
+    path: str
+    start_time: Optional[float] = None  # seconds since the epoch; default: metadata / fallback
+    fallback_start: Literal["zero", "mtime"] = "zero"
+
+    @field_validator("path")
+    @classmethod
+    def _file_exists(cls, v: str) -> str:
+        p = Path(v).expanduser()
+        if not p.is_file():
+            raise ValueError(f"file {v!r} does not exist")
+        return str(p.resolve())
+
+
+SourceConfig = Annotated[Union[FolderSourceConfig, StreamSourceConfig, FileSourceConfig],
+                         Field(discriminator="type")]
+
+
+# ----------------------------------------------------------------------------- the rest
+
+class MergeConfig(_Strict):
+    """TempMe merge schedule: a preset plus optional overrides (see pystream.model.schedule)."""
+    preset: Literal["default", "fast", "off"] = "default"
+    imgme_r: Optional[int] = Field(default=None, ge=0)
+    clip_groups: Optional[List[int]] = None
+    cross_pct: Optional[int] = Field(default=None, ge=0, lt=100)
+    intra_pct: Optional[int] = Field(default=None, ge=0, lt=100)
+    final_pct: Optional[int] = Field(default=None, ge=0, lt=100)
+    proportional_attention: Optional[bool] = None
+
+    def schedule_dict(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class BatchingConfig(_Strict):
+    max_batch_chunks: int = Field(default=16, ge=1)
+    # A lone quiet source waits at most this long for other sources' chunks to batch with.
+    max_wait_s: float = Field(default=0.1, ge=0)
+    queue_chunks: int = Field(default=64, ge=1)  # backpressure on decoders
+
+
+class WriterConfig(_Strict):
+    batch_rows: int = Field(default=256, ge=1)
+    flush_interval_s: float = Field(default=0.5, gt=0)
+    optimize_interval_s: float = Field(default=60.0, gt=0)
+    index_min_rows: int = Field(default=4096, ge=256)
+
+
+class HttpConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class MetricsConfig(_Strict):
+    port: Optional[int] = Field(default=None, ge=0, le=65535)  # separate exporter; /metrics on http too
+
+
+class LogConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.upper() if isinstance(v, str) else v
+
+
+class Config(_Strict):
+    archive: str = "./pystream-data/archive"  # LanceDB directory or URI
+    table: str = "clips"
+    state_dir: str = "./pystream-data/state"  # checkpoints + status.json
+    model: str = "shipped"  # 'shipped', a Hugging Face id, or a local model directory
+    device: str = "cpu"
+    threads: Optional[int] = Field(default=None, ge=1)  # torch intra-op threads
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    sample_fps: float = Field(default=1.0, gt=0, le=60)
+    hop_chunks: int = Field(default=1, ge=1)
+    coarse_windows: int = Field(default=15, ge=0)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    writer: WriterConfig = Field(default_factory=WriterConfig)
+    sources: List[SourceConfig] = Field(default_factory=list)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @field_validator("merge", mode="before")
+    @classmethod
+    def _preset_string(cls, v):
+        return {"preset": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        seen = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"two sources are named {s.name!r}; names must be unique")
+            seen.add(s.name)
+        return self
+
+    def source_fps(self, source) -> float:
+        return source.fps or self.sample_fps
+
+    def enabled_sources(self):
+        return [s for s in self.sources if s.enabled]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in
+                                                          ("folder", "stream", "file")))
+        if e["type"] == "extra_forbidden":
+            key = e["loc"][-1]
+            parent = ".".join(str(p) for p in e["loc"][:-1]) or "top level"
+            lines.append(f"  unknown key {key!r} in {parent}")
+        elif e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":
+            lines.append(f"  {loc}: source 'type' must be one of folder, stream, file")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc or 'top level'}: {msg}")
+    return f"invalid configuration in {where}:\n" + "\n".join(lines)
+
+
+def parse_config(data: Any, where: str = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {where}: expected a mapping at the top level, "
+                          f"got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, where)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> Config:
+    """Load and validate a YAML config (None = the embedded default). `overrides` are applied
+    on top of the file's top-level keys (CLI flags)."""
+    where = str(path) if path is not None else str(DEFAULT_CONFIG)
+    p = Path(where).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"configuration file {where} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {e}") from None
+    if overrides:
+        data = dict(data or {}, **overrides)
+    return parse_config(data, where)
