@@ -74,8 +74,12 @@ class StreamSourceConfig(_SourceBase):
     options: Dict[str, str] = Field(default_factory=dict)  # libav options, e.g. rtsp_transport
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
-    backoff_initial_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    stall_timeout_s: float = Field(default=15.0, gt=0)  # no frame this long = dead, reconnect
+    resync_s: float = Field(default=5.0, gt=0)  # re-anchor pts to the wall clock past this drift
+    queue_frames: int = Field(default=256, ge=1)
+    realtime: Optional[bool] = None  # pace reads to pts (default: only for file:// URLs)
 
     @field_validator("url")
     @classmethod

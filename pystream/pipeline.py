@@ -366,10 +366,11 @@ class Indexer:
         extra = {k: getattr(ev, k, None) for k in ("uri", "start", "end")}
         st.event(kind, getattr(ev, "message", ""), **extra)
         if kind in ("error", "file_skipped"):
-            st.error(f"{ev.uri}: {ev.message}")
+            msg = ev.message if ev.uri and ev.uri in ev.message else f"{ev.uri}: {ev.message}"
+            st.error(msg)
             if kind == "file_skipped":
                 st.update(files_skipped=st.files_skipped + 1)
-            log.warning("source %s: %s %s: %s", st.name, kind, ev.uri, ev.message)
+            log.warning("source %s: %s: %s", st.name, kind, msg)
         elif kind == "reconnect":
             st.update(state="reconnecting")
             log.info("source %s: reconnecting to %s: %s", st.name, ev.uri, ev.message)

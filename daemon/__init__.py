@@ -1,0 +1,1 @@
+"""The pystream system service: `pystreamd` (daemon/pystreamd.py) and its systemd unit."""

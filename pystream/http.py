@@ -1,0 +1,97 @@
+"""HTTP API (FastAPI): live search over the archive, status, Prometheus metrics, health.
+
+    GET /search?q=white+van&k=10&source=gate&since=...&until=...&level=0
+    GET /thumb/{id}            JPEG thumbnail of a clip
+    GET /status                the indexer's status (JSON, as `pystream status --json`)
+    GET /metrics               Prometheus exposition
+    GET /healthz               200 when the indexer is running (or the status file is fresh)
+
+The daemon serves it with uvicorn next to the indexer; `pystream serve` serves it alone, reading
+the status file the daemon writes.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Callable, List, Optional
+
+from fastapi import FastAPI, HTTPException, Query, Response
+
+from .archive import Archive, ArchiveNotFoundError, NoEncoderError, sql_string
+from .metrics import CONTENT_TYPE, Metrics
+
+
+def create_app(archive: Archive, get_status: Callable[[], Optional[dict]],
+               metrics: Metrics | None = None) -> FastAPI:
+    app = FastAPI(title="pystream", version="0.1.0")
+    metrics = metrics or Metrics(get_status)
+
+    @app.get("/search")
+    def search(q: str = Query(..., min_length=1, description="text query"),
+               k: int = Query(10, ge=1, le=1000),
+               source: Optional[List[str]] = Query(None),
+               since: Optional[float] = None, until: Optional[float] = None,
+               level: Optional[int] = 0, thumbnails: bool = False):
+        try:
+            hits = archive.search(q, k=k, sources=source, since=since, until=until, level=level)
+        except ArchiveNotFoundError as e:
+            raise HTTPException(503, str(e))
+        except NoEncoderError as e:
+            raise HTTPException(501, str(e))
+        except ValueError as e:
+            raise HTTPException(400, str(e))
+        out = []
+        for h in hits:
+            d = dict(id=h.id, source=h.source, uri=h.uri, level=h.level, start=h.start, end=h.end,
+                     score=round(h.score, 6), model=h.model, thumbnail_url=f"/thumb/{h.id}")
+            if thumbnails and h.thumbnail:
+                d["thumbnail_b64"] = base64.b64encode(h.thumbnail).decode()
+            out.append(d)
+        return {"query": q, "k": k, "hits": out}
+
+    @app.get("/thumb/{clip_id:path}")
+    def thumb(clip_id: str):
+        try:
+            rows = (archive.table.search().where(f"id = {sql_string(clip_id)}")
+                    .select(["thumbnail"]).limit(1).to_list())
+        except ArchiveNotFoundError as e:
+            raise HTTPException(503, str(e))
+        if not rows or not rows[0]["thumbnail"]:
+            raise HTTPException(404, f"no thumbnail for clip {clip_id!r}")
+        return Response(rows[0]["thumbnail"], media_type="image/jpeg")
+
+    @app.get("/status")
+    def status():
+        s = get_status()
+        if s is None:
+            raise HTTPException(503, "no status yet: the indexer has not run with this state_dir")
+        return s
+
+    @app.get("/metrics")
+    def prometheus():
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz")
+    def healthz():
+        s = get_status()
+        ok = s is not None and not s.get("stale", False) and s.get("running", True)
+        if not ok:
+            raise HTTPException(503, "indexer not running")
+        return {"ok": True}
+
+    return app
+
+
+def serve_in_thread(app: FastAPI, host: str, port: int):
+    """Start uvicorn in a daemon thread; returns the uvicorn.Server (set .should_exit to stop)."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            log_config=None)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # the daemon owns SIGTERM/SIGINT
+    thread = threading.Thread(target=server.run, daemon=True, name="pystream-http")
+    thread.start()
+    return server

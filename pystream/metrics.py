@@ -1,0 +1,76 @@
+"""Prometheus metrics: the same numbers as the status, in the exposition format.
+
+Counters and gauges are read from the indexer's status at scrape time (a custom collector), so
+there is one source of truth; only the encoder batch latency is a real histogram, observed by
+the encoder thread. A private registry keeps several indexers (tests) from colliding.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _StatusCollector:
+    def __init__(self, get_status: Callable[[], dict | None]):
+        self.get_status = get_status
+
+    def collect(self):
+        s = self.get_status() or {}
+        sources = s.get("sources") or {}
+        fam = {
+            "frames": CounterMetricFamily("pystream_frames", "Frames decoded and sampled", labels=["source"]),
+            "rows": CounterMetricFamily("pystream_rows", "Clip rows committed to the archive", labels=["source"]),
+            "errors": CounterMetricFamily("pystream_errors", "Errors (bad files, decode, encode)", labels=["source"]),
+            "files_done": CounterMetricFamily("pystream_files_indexed", "Files fully indexed", labels=["source"]),
+            "lag_s": GaugeMetricFamily("pystream_lag_seconds", "Now minus the end of the last indexed window (live sources)", labels=["source"]),
+            "fps": GaugeMetricFamily("pystream_fps", "Sampled frames per second", labels=["source"]),
+        }
+        up = GaugeMetricFamily("pystream_source_up", "1 when the source is running", labels=["source"])
+        for name, st in sources.items():
+            for key, f in fam.items():
+                v = st.get(key)
+                if v is not None:
+                    f.add_metric([name], float(v))
+            up.add_metric([name], 1.0 if st.get("state") == "running" else 0.0)
+        yield from fam.values()
+        yield up
+        w = s.get("writer") or {}
+        g = GaugeMetricFamily("pystream_writer_pending_rows", "Rows waiting for the writer")
+        g.add_metric([], float(w.get("pending", 0)))
+        yield g
+        e = s.get("encoder") or {}
+        q = GaugeMetricFamily("pystream_encoder_queued_chunks", "Chunks waiting for the encoder")
+        q.add_metric([], float(e.get("queued_chunks", 0)))
+        yield q
+
+
+class Metrics:
+    """registry + the encoder latency histogram; `render()` gives the /metrics body."""
+
+    def __init__(self, get_status: Callable[[], dict | None]):
+        self.registry = CollectorRegistry()
+        self.registry.register(_StatusCollector(get_status))
+        self.batch_seconds = Histogram(
+            "pystream_encoder_batch_seconds", "Wall time of one encoder batch",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
+        self.batch_chunks = Histogram(
+            "pystream_encoder_batch_chunks", "Chunks per encoder batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+
+    def observe_batch(self, seconds: float, chunks: int) -> None:
+        self.batch_seconds.observe(seconds)
+        self.batch_chunks.observe(chunks)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, host: str = "0.0.0.0"):
+        """A separate exporter port (metrics.port in the config)."""
+        from prometheus_client import start_http_server
+
+        return start_http_server(port, addr=host, registry=self.registry)
