@@ -94,7 +94,7 @@ def test_rtsp_live_kill_restart_reconnects_with_gap(clip, cleanup, tmp_path):
     c.wait_for(lambda: len(c.segments) >= 2 and len(c.segments[1]["frames"]) >= 4, 40, "frames after restart")
     [gap] = c.kinds("gap")
     assert gap.start == pytest.approx(last_t) and gap.end == c.segments[1]["frames"][0].t
-    assert gap.end - gap.start >= time.time() - killed - 40 and gap.end > killed
+    assert gap.start <= killed + 0.5 < gap.end  # the outage lies inside the gap
     assert c.kinds("reconnect")
     assert c.segments[1]["seg"].stream_id == "cam"  # same carried-state key after reconnect
     check_live_frames(c.segments[1]["frames"], 4)
@@ -116,9 +116,9 @@ def test_udp_mpegts_live_frames(clip, cleanup, tmp_path):
     check_live_frames(c.frames()[:8], 8)
     # ~FPS samples per second of real time once flowing (not every decoded frame)
     n0, t0 = len(c.frames()), time.monotonic()
-    time.sleep(3)
+    time.sleep(4)
     rate = (len(c.frames()) - n0) / (time.monotonic() - t0)
-    assert 0.8 * FPS < rate < 1.5 * FPS, rate
+    assert 0.6 * FPS < rate < 1.6 * FPS, rate
     assert src.status()["fps"] > 0 and src.status()["frames"] == len(c.frames())
     assert c.close(5) < 1.5
 
