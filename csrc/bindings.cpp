@@ -92,7 +92,8 @@ struct TensorArg {
   }
   void require_dtype(DType d) const {
     if (!dtype_known || dtype != d)
-      throw ValueError(name + " must be " + dtype_name(d) + ", got " + dtype_str());
+      throw ValueError(name + " must be " + std::string(dtype_name(d)).substr(6) + ", got " +
+                       dtype_str());
   }
   void require_shape(const std::vector<int64_t>& want) const {
     if (shape != want) {
