@@ -58,8 +58,16 @@ class Segment:
 
 @dataclass
 class SourceEvent:
-    """kind: "gap" | "error" | "file_skipped" | "reconnect". For gaps, start/end are the
-    absolute times of the last frame before and the first frame after the outage."""
+    """Something for the log and ``pystream status``. kinds:
+
+    "error":        a file that cannot be indexed (names the file), a missing folder, a failed
+                    connection attempt or a lost stream (with the retry delay);
+    "reconnect":    a live stream is back after failures (sent just before its "gap");
+    "gap":          a live stream had no frames from ``start`` (last frame before the outage)
+                    to ``end`` (first frame after), absolute seconds;
+    "file_skipped": a FileSource whose file is already indexed (folders skip done files
+                    quietly, see pystream.sources.folder).
+    """
 
     source: str
     kind: str

@@ -19,7 +19,9 @@ Events are hints; the truth is a reconciliation scan once at start and every
 arrive as one event). A dead observer thread is restarted.
 
 Already-indexed files: ``is_done(path, size, mtime)`` (the daemon's checkpoint store) is asked
-before yielding; done files give one ``file_skipped`` event and are not decoded.
+before yielding; done files are skipped quietly (``status()["files_skipped"]``, a debug log
+line; no event, since after a restart that is every old recording) and are not decoded. A
+``FileSource`` (one file named explicitly) does report a done file as ``file_skipped``.
 
 Files that change after being indexed (grew, or were replaced: a different size or mtime)
 are indexed AGAIN, from the start, as a new version: a new Segment with the new
@@ -386,9 +388,12 @@ class FolderSource(_FileIndexer):
                 self._handled.pop(path, None)  # not this file's fault: look again next scan
                 return self._error(path, f"{path}: checkpoint lookup failed ({e}); will retry", file=False)
             if done:
+                # Silent on purpose (counted in status): after a restart every old recording
+                # is "done", and an event each would flood the log with non-problems.
+                log.debug("source %s: %s already indexed; skipped", self.name, path)
                 with self._lock:
                     self._files_skipped += 1
-                return SourceEvent(self.name, "file_skipped", path, f"{path}: already indexed")
+                return None
         if p.size == 0:
             return self._error(path, f"{path}: file is empty (0 bytes)")
         if previous is not None:
