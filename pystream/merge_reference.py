@@ -218,6 +218,8 @@ def merge_spans(spans: torch.Tensor, index_map: torch.Tensor, out_tokens: int) -
     Output positions that receive no token (padding) are 0."""
     B, N, _ = spans.shape
     out = spans.new_zeros(B, out_tokens, 2)
+    if out_tokens == 0:  # nothing to fill (scatter would index slot 0 for padding entries)
+        return out
     valid = index_map >= 0
     idx = index_map.clamp_min(0)
     big = torch.finfo(spans.dtype).max if spans.dtype.is_floating_point else torch.iinfo(spans.dtype).max
