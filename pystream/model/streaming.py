@@ -200,9 +200,10 @@ class StreamingEncoder:
             n_chunks = self.states.num_chunks(streams[0])
         else:
             n_chunks = self.window_chunks
-        h, sizes, frames, times, lengths = self.states.windows(list(streams))
+        w = self.states.windows(list(streams))
+        h, sizes, frames, times = w.tokens, w.sizes, w.frames, w.times
         S = len(streams)
-        per = h.shape[1] // n_chunks
+        per = h.shape[1] // n_chunks  # every chunk has the same token count under a schedule
         n_cls = self.chunk_frames
         t = Tokens(h.reshape(S * n_chunks, per, -1), sizes.reshape(S * n_chunks, per), n_cls,
                    frames.reshape(S * n_chunks, per, 2), times.reshape(S * n_chunks, per, 2))
