@@ -188,3 +188,20 @@ def test_property_matches_reference(case):
     # sizes are conserved row by row
     valid = (torch.arange(N)[None] < (lt if lt is not None else torch.full((B,), N))[:, None])
     torch.testing.assert_close(a.sizes.sum(1), (s * valid).sum(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_conversions_bitwise_over_all_values(dtype):
+    # every finite 16-bit pattern, averaged with a shuffled partner: the fp32 math is exact
+    # (sizes 1), so the output tests the core's own float <-> half/bfloat16 rounding bitwise
+    vals = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(dtype)
+    vals = vals[torch.isfinite(vals.float())]
+    g = torch.Generator().manual_seed(0)
+    partner = vals[torch.randperm(vals.numel(), generator=g)]
+    x = torch.stack([vals, partner, vals, partner.flip(0)], 1)[..., None]  # [K, 4, 1]
+    K = x.shape[0]
+    s = torch.ones(K, 4)
+    m = torch.ones(K, 4, 1)
+    a, b = both(x, s, m, 1, 0)
+    assert torch.equal(a.index_map, b.index_map)
+    assert torch.equal(a.x.view(torch.int16), b.x.view(torch.int16))
