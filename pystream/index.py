@@ -401,6 +401,15 @@ class ClipWriter:
                         return  # close() reports the error; rows are not committed
                     time.sleep(self.retry_backoff_s)
                     continue
+                # The hook runs before the rows count as done, so that flush() returning means
+                # the hook (e.g. the checkpoint advance) has run for every flushed row.
+                hook_error = None
+                if self.on_commit is not None:
+                    try:
+                        self.on_commit(batch)
+                    except Exception as error:
+                        log.exception("clip writer: on_commit hook failed")
+                        hook_error = error
                 with self._cond:
                     del self._pending[: len(batch)]
                     self._done += len(batch)
@@ -408,15 +417,9 @@ class ClipWriter:
                     self.commits += 1
                     self.last_commit_time = time.time()
                     self._oldest_pending_time = time.monotonic() if self._pending else None
+                    if hook_error is not None:
+                        self._error = hook_error
                     self._cond.notify_all()
-                if self.on_commit is not None:
-                    try:
-                        self.on_commit(batch)
-                    except Exception as error:
-                        log.exception("clip writer: on_commit hook failed")
-                        with self._cond:
-                            self._error = error
-                            self._cond.notify_all()
             if time.monotonic() - self._last_optimize >= self.optimize_every_s:
                 try:
                     self.maintain()

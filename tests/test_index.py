@@ -99,8 +99,9 @@ def test_on_commit_fires_after_commit_with_rows(tmp_path):
     writer = ClipWriter(tmp_path, dim=DIM, model_id="m", batch_rows=40, on_commit=hook,
                         optimize_every_s=1e9)
     writer.write(make_rows(100))
+    writer.flush()
+    assert sum(n for n, _ in seen) == 100  # flush() returns only after the hooks ran
     writer.close(optimize=False)
-    assert sum(n for n, _ in seen) == 100
     committed = 0
     for n, visible in seen:
         committed += n
