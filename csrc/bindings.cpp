@@ -546,16 +546,16 @@ PYBIND11_MODULE(_core, m) {
            "-> capsules (tokens [S,Nmax,C], sizes [S,Nmax], frames [S,Nmax,2], "
            "times [S,Nmax,2], lengths [S], chunk_lengths [S,Kmax]), zero padded")
       .def("num_chunks", [](const StreamStates& s, const std::string& id) {
-        return (int64_t)s.get(id).chunks.size();
+        return s.num_chunks(id);
       }, py::arg("stream_id"))
       .def("last_seq", [](const StreamStates& s, const std::string& id) {
-        return s.get(id).last_seq;
+        return s.last_seq(id);
       }, py::arg("stream_id"))
       .def("token_dim", [](const StreamStates& s, const std::string& id) {
-        return s.get(id).C;
+        return s.token_dim(id);
       }, py::arg("stream_id"))
       .def("dtype", [](const StreamStates& s, const std::string& id) {
-        return std::string(dtype_name(s.get(id).dtype));
+        return std::string(dtype_name(s.dtype(id)));
       }, py::arg("stream_id"))
       .def("streams", &StreamStates::ids)
       .def("drop", &StreamStates::drop, py::arg("stream_id"))
@@ -566,7 +566,14 @@ PYBIND11_MODULE(_core, m) {
       .def("__contains__", [](const StreamStates& s, py::handle id) {
         return py::isinstance<py::str>(id) && s.contains(id.cast<std::string>());
       })
-      .def("to_bytes", [](const StreamStates& s) { return py::bytes(s.to_bytes()); })
+      .def("to_bytes", [](const StreamStates& s) {
+        std::string out;
+        {
+          py::gil_scoped_release nogil;
+          out = s.to_bytes();
+        }
+        return py::bytes(out);
+      })
       .def_static("from_bytes", [](py::bytes b) {
         char* buf = nullptr;
         Py_ssize_t len = 0;

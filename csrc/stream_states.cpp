@@ -68,7 +68,40 @@ const Stream& StreamStates::get(const std::string& id) const {
   return it->second;
 }
 
+using ReadLock = std::shared_lock<std::shared_mutex>;
+using WriteLock = std::unique_lock<std::shared_mutex>;
+
+int64_t StreamStates::num_chunks(const std::string& id) const {
+  ReadLock lk(mu_);
+  return (int64_t)get(id).chunks.size();
+}
+int64_t StreamStates::last_seq(const std::string& id) const {
+  ReadLock lk(mu_);
+  return get(id).last_seq;
+}
+int64_t StreamStates::token_dim(const std::string& id) const {
+  ReadLock lk(mu_);
+  return get(id).C;
+}
+DType StreamStates::dtype(const std::string& id) const {
+  ReadLock lk(mu_);
+  return get(id).dtype;
+}
+bool StreamStates::contains(const std::string& id) const {
+  ReadLock lk(mu_);
+  return streams_.count(id) != 0;
+}
+size_t StreamStates::size() const {
+  ReadLock lk(mu_);
+  return streams_.size();
+}
+int64_t StreamStates::nbytes() const {
+  ReadLock lk(mu_);
+  return nbytes_;
+}
+
 void StreamStates::drop(const std::string& id) {
+  WriteLock lk(mu_);
   auto it = streams_.find(id);
   if (it == streams_.end()) throw KeyError("unknown stream id " + quoted(id));
   for (const Chunk& c : it->second.chunks) nbytes_ -= (int64_t)c.nbytes();
@@ -76,6 +109,7 @@ void StreamStates::drop(const std::string& id) {
 }
 
 std::vector<std::string> StreamStates::ids() const {
+  ReadLock lk(mu_);
   std::vector<std::string> out;
   out.reserve(streams_.size());
   for (const auto& kv : streams_) out.push_back(kv.first);
@@ -89,6 +123,7 @@ void StreamStates::push(const std::string& id, DType dtype, const void* tokens, 
     throw ValueError(std::string("tokens must be float32, float16 or bfloat16, got ") +
                      dtype_name(dtype));
   if (n < 0 || C < 0) throw ValueError("negative shape");
+  WriteLock lk(mu_);
   auto it = streams_.find(id);
   const Stream* existing = it == streams_.end() ? nullptr : &it->second;
   if (existing) {
@@ -138,6 +173,7 @@ void StreamStates::push(const std::string& id, DType dtype, const void* tokens, 
 }
 
 WindowBatch StreamStates::windows(const std::vector<std::string>& ids) const {
+  ReadLock lk(mu_);
   const int64_t S = (int64_t)ids.size();
   std::vector<const Stream*> ss(S);
   DType dtype = DType::F32;
@@ -262,6 +298,7 @@ struct Reader {
 
 std::string StreamStates::to_bytes() const {
   if (!little_endian()) throw ValueError("StreamStates serialisation needs a little-endian host");
+  ReadLock lk(mu_);
   Writer w;
   w.put<int64_t>(max_chunks_);
   w.put<int64_t>(max_bytes_);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -57,19 +59,32 @@ class StreamStates {
   WindowBatch windows(const std::vector<std::string>& ids) const;
   WindowBatch window(const std::string& id) const;
 
-  const Stream& get(const std::string& id) const;  // KeyError when unknown
-  bool contains(const std::string& id) const { return streams_.count(id) != 0; }
+  // Facts about one stream (KeyError when unknown).
+  int64_t num_chunks(const std::string& id) const;
+  int64_t last_seq(const std::string& id) const;
+  int64_t token_dim(const std::string& id) const;
+  DType dtype(const std::string& id) const;
+  bool contains(const std::string& id) const;
   void drop(const std::string& id);
   std::vector<std::string> ids() const;
-  size_t size() const { return streams_.size(); }
-  int64_t nbytes() const { return nbytes_; }
+  size_t size() const;
+  int64_t nbytes() const;
   int64_t max_chunks() const { return max_chunks_; }
   int64_t max_bytes() const { return max_bytes_; }
 
   std::string to_bytes() const;
   static StreamStates from_bytes(const char* data, size_t len);
 
+  StreamStates(StreamStates&& o) noexcept
+      : max_chunks_(o.max_chunks_), max_bytes_(o.max_bytes_), nbytes_(o.nbytes_),
+        streams_(std::move(o.streams_)) {}
+
  private:
+  const Stream& get(const std::string& id) const;  // KeyError; caller holds mu_
+
+  // Thread safety: the bindings release the GIL, so every method takes this lock (shared for
+  // reads, exclusive for push/drop).
+  mutable std::shared_mutex mu_;
   int64_t max_chunks_;
   int64_t max_bytes_;
   int64_t nbytes_ = 0;

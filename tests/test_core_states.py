@@ -235,3 +235,39 @@ def test_property_against_python_model(ops, max_chunks):
             L = int(wb.lengths[k])
             assert torch.equal(wb.tokens[k, :L], s.window(sid).tokens)
     assert StreamStates.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
+
+
+def test_threads_push_and_read_concurrently():
+    # the core releases the GIL; its lock must keep concurrent push/window/to_bytes consistent
+    import threading
+
+    s = StreamStates(max_chunks=3, max_bytes=1 << 26)
+    errors = []
+
+    def writer(sid):
+        try:
+            for k in range(200):
+                s.push(sid, *chunk(16, C=64, seed=k), seq=k)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def reader():
+        try:
+            for _ in range(200):
+                ids = [i for i in ("a", "b") if i in s]
+                if ids:
+                    wb = s.windows(ids)
+                    assert int(wb.lengths.max()) <= 48
+                StreamStates.from_bytes(s.to_bytes())
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in ("a", "b")]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert s.num_chunks("a") == 3 and s.last_seq("b") == 199
+    assert s.nbytes == 6 * 16 * (64 * 4 + ROW_BYTES)
