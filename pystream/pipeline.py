@@ -566,7 +566,10 @@ class Indexer:
             if it.drop:
                 self._forget(key)
             return out  # cut short by shutdown: carried state stays for the checkpoint
-        if key not in self._broken:
+        # An encoding failure is our fault, not the file's: leave it undone so a restart
+        # (after a fix) indexes it; a file that decodes badly is done (decode errors above).
+        failed = key in self._broken
+        if not failed:
             if it.tail is not None:
                 self._remember_frames(it.tail)
             try:
@@ -574,8 +577,9 @@ class Indexer:
                 out = self._rows([(ref, e) for e in self.encoder.finish(key, tail)])
             except Exception:
                 self._fail_stream(ref, traceback.format_exc(limit=1))
+        failed = failed or key in self._broken
         self._forget(key)
-        if it.mark_done and ref.file_key is not None:
+        if it.mark_done and ref.file_key is not None and not failed:
             self._files_done_pending.append((ref.source, *ref.file_key))
         return out
 
