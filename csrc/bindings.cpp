@@ -304,7 +304,8 @@ void check_token_dtype(const TensorArg& t) {
 
 void py_bipartite_merge(py::handle x_o, py::handle sizes_o, py::handle metric_o, py::handle r_o,
                         int64_t P, py::handle len_o, py::handle xo_o, py::handle so_o,
-                        py::handle im_o, py::handle lo_o, uintptr_t stream) {
+                        py::handle im_o, py::handle lo_o, uintptr_t stream,
+                        bool check_finite) {
   TensorArg x = from_py(x_o, "tokens");
   if (x.ndim != 3)
     throw ValueError("tokens must have shape [B, N, C], got rank " + std::to_string(x.ndim));
@@ -371,6 +372,7 @@ void py_bipartite_merge(py::handle x_o, py::handle sizes_o, py::handle metric_o,
   a.lengths_out = reinterpret_cast<int64_t*>(lo.data);
   a.device_id = x.dev_id;
   a.stream = reinterpret_cast<void*>(stream);
+  a.check_finite = check_finite;
   {
     py::gil_scoped_release nogil;
     if (x.is_cuda()) merge_cuda(a);
@@ -506,10 +508,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("bipartite_merge", &py_bipartite_merge, py::arg("x"), py::arg("sizes"),
         py::arg("metric"), py::arg("r"), py::arg("protected_"), py::arg("lengths"),
         py::arg("x_out"), py::arg("sizes_out"), py::arg("index_map"), py::arg("lengths_out"),
-        py::arg("stream") = 0,
+        py::arg("stream") = 0, py::arg("check_finite") = true,
         "One batched merge step, filling x_out [B,M,C], sizes_out [B,M], index_map [B,N] and "
         "lengths_out [B] in place (CPU or CUDA, by the tensors' device). r: int or CPU int64 "
-        "[B]; lengths: None or CPU int64 [B]. stream: cudaStream_t as int (CUDA only).");
+        "[B]; lengths: None or CPU int64 [B]. stream: cudaStream_t as int (CUDA only). "
+        "check_finite=False skips reading back the CUDA NaN/inf flag (no stream sync); the "
+        "CPU always checks.");
 
   m.def("merge_spans", &py_merge_spans, py::arg("spans"), py::arg("index_map"), py::arg("out"),
         py::arg("stream") = 0,

@@ -26,6 +26,8 @@ struct MergeArgs {
   int64_t* lengths_out = nullptr;    // [B]
   int device_id = 0;
   void* stream = nullptr;  // cudaStream_t
+  // CUDA only: read the NaN/inf flag back (one stream sync per call). The CPU always checks.
+  bool check_finite = true;
 };
 
 // Span union under an index map (merge_reference.merge_spans). dtype is I64 or F64.

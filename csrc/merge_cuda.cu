@@ -250,6 +250,7 @@ void launch_merge(const MergeArgs& a, cudaStream_t stream) {
       a.P, d_params, static_cast<TX*>(a.x_out), a.sizes_out, a.index_map, a.lengths_out, ws_nrm,
       ws_best, ws_int, d_err);
   PS_CUDA_CHECK(cudaGetLastError());
+  if (!a.check_finite) return;  // fully asynchronous; the workspace is freed stream-ordered
   int h_err = 0;
   PS_CUDA_CHECK(cudaMemcpyAsync(&h_err, d_err, sizeof(int), cudaMemcpyDeviceToHost, stream));
   PS_CUDA_CHECK(cudaStreamSynchronize(stream));

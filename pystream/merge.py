@@ -49,6 +49,11 @@ __all__ = [
 ]
 
 _to_dlpack = getattr(torch._C, "_to_dlpack", None) or torch.utils.dlpack.to_dlpack
+
+#: CUDA merges check the metric for NaN/inf like the reference, which costs one stream
+#: synchronisation per call. Set to False in a trusted, latency-bound pipeline to keep CUDA
+#: merges fully asynchronous (a NaN then yields arbitrary merges instead of a ValueError).
+CUDA_CHECK_FINITE = True
 _warned: set = set()
 _cuda_ok: Optional[bool] = None
 
@@ -148,6 +153,7 @@ def bipartite_merge(
         _to_dlpack(index_map),
         _to_dlpack(lengths_out),
         _stream(dev),
+        CUDA_CHECK_FINITE,
     )
     return MergeResult(x_out, sizes_out, lengths_out, index_map)
 

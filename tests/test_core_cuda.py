@@ -90,3 +90,10 @@ def test_states_cuda_in_and_out():
     assert w.tokens.is_cuda and torch.equal(w.tokens, t)
     wb = st.windows(["a", "a"], device=torch.device("cuda"))
     assert wb.tokens.is_cuda and wb.tokens.shape == (2, 4, 8)
+
+
+def test_cuda_async_mode_without_finite_check(monkeypatch):
+    monkeypatch.setattr(merge, "CUDA_CHECK_FINITE", False)
+    g = torch.Generator().manual_seed(5)
+    x, s, m = torch.randn(4, 40, 32, generator=g), torch.ones(4, 40), torch.randn(4, 40, 32, generator=g)
+    check(x, s, m, 8, 1)
