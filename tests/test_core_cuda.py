@@ -97,3 +97,24 @@ def test_cuda_async_mode_without_finite_check(monkeypatch):
     g = torch.Generator().manual_seed(5)
     x, s, m = torch.randn(4, 40, 32, generator=g), torch.ones(4, 40), torch.randn(4, 40, 32, generator=g)
     check(x, s, m, 8, 1)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 24), st.integers(1, 9), st.integers(0, 6),
+       st.booleans(), st.integers(1, 3), st.integers(0, 2**31 - 1), st.data())
+def test_cuda_property(B, N, C, P, exact, pool, seed, data):
+    P = min(P, N)
+    lengths = [data.draw(st.integers(P, N)) for _ in range(B)]
+    r = [data.draw(st.integers(0, (n - P) // 2)) for n in lengths]
+    g = torch.Generator().manual_seed(seed)
+    x, s = torch.randn(B, N, C, generator=g), torch.randint(1, 4, (B, N), generator=g).float()
+    if exact:
+        vecs = torch.randint(0, 2, (pool, 16), generator=g).float() * 2 - 1
+        m = vecs[torch.randint(0, pool, (B, N), generator=g)]
+    else:
+        m = torch.randn(B, N, 5, generator=g)
+    check(x, s, m, torch.tensor(r), P, torch.tensor(lengths))
