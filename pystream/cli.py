@@ -314,7 +314,8 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(s, indent=1, default=str))
         return 0
-    running = "stale (daemon not running?)" if s.get("stale") else "running"
+    running = ("stale (daemon not running?)" if s.get("stale")
+               else "running" if s.get("running") else "stopped")
     print(f"pystream pid {s.get('pid')} {running}, updated {fmt_time(s.get('updated'))}, "
           f"archive {s.get('archive')}, model {s.get('model')}")
     w = s.get("writer") or {}
