@@ -97,7 +97,10 @@ class LazyTextEncoder:
         with self._lock:
             if self._model is None:
                 self._model = _load_model(self.cfg)
-        return self._model.encode_text(list(texts)).cpu().numpy()
+        import torch
+
+        with torch.no_grad():  # grad mode is per thread: HTTP threads have it on
+            return self._model.encode_text(list(texts)).detach().cpu().numpy()
 
 
 def _expand(paths) -> list[str]:
