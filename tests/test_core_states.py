@@ -10,9 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pystream import merge
-from pystream.merge import StreamStates
+from pystream.merge import PyStreamStates
 
-pytestmark = pytest.mark.skipif(not merge.HAVE_CORE, reason="pystream._core not built")
+# the C++ StreamStates and its pure-Python twin must behave alike
+IMPLS = [pytest.param(PyStreamStates, id="python")]
+if merge.HAVE_CORE:
+    IMPLS.insert(0, pytest.param(merge.StreamStates, id="core"))
+impls = pytest.mark.parametrize("SS", IMPLS)
 
 ROW_BYTES = 4 + 16 + 16  # sizes + frames + times per token
 
@@ -26,8 +30,9 @@ def chunk(n, C=8, dtype=torch.float32, seed=0, t0=0):
     return tokens, sizes, frames, times
 
 
-def test_push_window_evict():
-    s = StreamStates(max_chunks=2, max_bytes=1 << 20)
+@impls
+def test_push_window_evict(SS):
+    s = SS(max_chunks=2, max_bytes=1 << 20)
     chunks = [chunk(3 + k, seed=k, t0=10 * k) for k in range(4)]
     for k, c in enumerate(chunks):
         s.push("cam", *c, seq=k)
@@ -44,8 +49,9 @@ def test_push_window_evict():
     assert s.streams() == ["cam"]
 
 
-def test_window_is_a_snapshot():
-    s = StreamStates(max_chunks=1)
+@impls
+def test_window_is_a_snapshot(SS):
+    s = SS(max_chunks=1)
     s.push("a", *chunk(4), seq=0)
     w = s.window("a")
     s.push("a", *chunk(4, seed=9), seq=1)  # evicts the chunk w came from
@@ -55,18 +61,20 @@ def test_window_is_a_snapshot():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_dtype_kept_bitwise(dtype):
-    s = StreamStates()
+@impls
+def test_dtype_kept_bitwise(SS, dtype):
+    s = SS()
     c = chunk(5, C=6, dtype=dtype)
     s.push("x", *c, seq=1)
     w = s.window("x")
     assert w.tokens.dtype == dtype and torch.equal(w.tokens, c[0])
-    s2 = StreamStates.from_bytes(s.to_bytes())
+    s2 = SS.from_bytes(s.to_bytes())
     assert torch.equal(s2.window("x").tokens, c[0])
 
 
-def test_windows_batched_and_padded():
-    s = StreamStates(max_chunks=3)
+@impls
+def test_windows_batched_and_padded(SS):
+    s = SS(max_chunks=3)
     s.push("a", *chunk(4, seed=1), seq=0)
     s.push("a", *chunk(2, seed=2), seq=1)
     s.push("b", *chunk(3, seed=3), seq=5)
@@ -84,8 +92,9 @@ def test_windows_batched_and_padded():
     assert empty.tokens.shape[0] == 0 and empty.lengths.shape == (0,)
 
 
-def test_windows_reject_mixed_streams():
-    s = StreamStates()
+@impls
+def test_windows_reject_mixed_streams(SS):
+    s = SS()
     s.push("a", *chunk(2, C=8), seq=0)
     s.push("b", *chunk(2, C=4), seq=0)
     s.push("c", *chunk(2, C=8, dtype=torch.float16), seq=0)
@@ -95,8 +104,9 @@ def test_windows_reject_mixed_streams():
         s.windows(["a", "c"])
 
 
-def test_push_errors_leave_state_unchanged():
-    s = StreamStates(max_chunks=2, max_bytes=1000)
+@impls
+def test_push_errors_leave_state_unchanged(SS):
+    s = SS(max_chunks=2, max_bytes=1000)
     s.push("a", *chunk(4, C=4), seq=3)
     before = s.to_bytes()
     with pytest.raises(ValueError, match="C=4, got C=5"):
@@ -127,9 +137,10 @@ def test_push_errors_leave_state_unchanged():
     assert s.to_bytes() == before
 
 
-def test_memory_bound_counts_eviction():
+@impls
+def test_memory_bound_counts_eviction(SS):
     per = 4 * (4 * 4 + ROW_BYTES)  # one chunk of 4 tokens, C=4, fp32
-    s = StreamStates(max_chunks=2, max_bytes=2 * per)
+    s = SS(max_chunks=2, max_bytes=2 * per)
     for k in range(5):  # the eviction makes room: never above the bound
         s.push("a", *chunk(4, C=4, seed=k), seq=k)
         assert s.nbytes <= 2 * per
@@ -140,27 +151,29 @@ def test_memory_bound_counts_eviction():
     assert s.nbytes == 0 and len(s) == 0
     s.push("b", *chunk(4, C=4), seq=0)
     with pytest.raises(ValueError):
-        StreamStates(max_chunks=0)
+        SS(max_chunks=0)
     with pytest.raises(ValueError):
-        StreamStates(max_bytes=0)
+        SS(max_bytes=0)
 
 
-def test_unknown_stream_raises_key_error_naming_it():
-    s = StreamStates()
+@impls
+def test_unknown_stream_raises_key_error_naming_it(SS):
+    s = SS()
     for call in (s.window, s.num_chunks, s.last_seq, s.drop, lambda i: s.windows([i])):
         with pytest.raises(KeyError, match="cam-7"):
             call("cam-7")
 
 
-def test_serialise_round_trip_and_pickle():
-    s = StreamStates(max_chunks=3, max_bytes=10**7)
+@impls
+def test_serialise_round_trip_and_pickle(SS):
+    s = SS(max_chunks=3, max_bytes=10**7)
     for k in range(4):
         s.push("a", *chunk(3 + k, seed=k), seq=10 + k)
     s.push("b/ü", *chunk(2, C=8, seed=7), seq=1)
     s.push("c", *chunk(0, C=8), seq=1)  # empty chunk is allowed
     blob = s.to_bytes()
     assert isinstance(blob, bytes) and blob[:8] == b"PYSTSTAT"
-    for s2 in (StreamStates.from_bytes(blob), StreamStates.from_bytes(bytearray(blob)),
+    for s2 in (SS.from_bytes(blob), SS.from_bytes(bytearray(blob)),
                pickle.loads(pickle.dumps(s))):
         assert s2.streams() == s.streams() and s2.nbytes == s.nbytes
         assert s2.max_chunks == 3 and s2.max_bytes == 10**7
@@ -172,8 +185,9 @@ def test_serialise_round_trip_and_pickle():
     s2.push("a", *chunk(1), seq=14)  # a restored state keeps working
 
 
-def test_corrupt_or_truncated_input_raises_value_error():
-    s = StreamStates()
+@impls
+def test_corrupt_or_truncated_input_raises_value_error(SS):
+    s = SS()
     s.push("a", *chunk(5), seq=0)
     blob = s.to_bytes()
     cases = {
@@ -188,15 +202,16 @@ def test_corrupt_or_truncated_input_raises_value_error():
     }
     for name, bad in cases.items():
         with pytest.raises(ValueError, match="StreamStates.from_bytes"):
-            StreamStates.from_bytes(bad)
+            SS.from_bytes(bad)
     with pytest.raises(ValueError, match="version 99"):
-        StreamStates.from_bytes(cases["version"])
+        SS.from_bytes(cases["version"])
     with pytest.raises(TypeError):
-        StreamStates.from_bytes("not bytes")
+        SS.from_bytes("not bytes")
 
 
-def test_window_to_device_argument():
-    s = StreamStates()
+@impls
+def test_window_to_device_argument(SS):
+    s = SS()
     s.push("a", *chunk(3), seq=0)
     w = s.window("a", device="cpu")
     assert w.tokens.device.type == "cpu"
@@ -209,8 +224,9 @@ def test_window_to_device_argument():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 6)), max_size=25),
        st.integers(1, 4))
-def test_property_against_python_model(ops, max_chunks):
-    s = StreamStates(max_chunks=max_chunks, max_bytes=1 << 24)
+@impls
+def test_property_against_python_model(SS, ops, max_chunks):
+    s = SS(max_chunks=max_chunks, max_bytes=1 << 24)
     model = {}
     seqs = {}
     for k, (sid, n) in enumerate(ops):
@@ -234,14 +250,15 @@ def test_property_against_python_model(ops, max_chunks):
         for k, sid in enumerate(ids):
             L = int(wb.lengths[k])
             assert torch.equal(wb.tokens[k, :L], s.window(sid).tokens)
-    assert StreamStates.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
+    assert SS.from_bytes(s.to_bytes()).to_bytes() == s.to_bytes()
 
 
-def test_threads_push_and_read_concurrently():
+@impls
+def test_threads_push_and_read_concurrently(SS):
     # the core releases the GIL; its lock must keep concurrent push/window/to_bytes consistent
     import threading
 
-    s = StreamStates(max_chunks=3, max_bytes=1 << 26)
+    s = SS(max_chunks=3, max_bytes=1 << 26)
     errors = []
 
     def writer(sid):
@@ -258,7 +275,7 @@ def test_threads_push_and_read_concurrently():
                 if ids:
                     wb = s.windows(ids)
                     assert int(wb.lengths.max()) <= 48
-                StreamStates.from_bytes(s.to_bytes())
+                SS.from_bytes(s.to_bytes())
         except Exception as e:  # pragma: no cover
             errors.append(e)
 
@@ -271,3 +288,18 @@ def test_threads_push_and_read_concurrently():
     assert not errors, errors
     assert s.num_chunks("a") == 3 and s.last_seq("b") == 199
     assert s.nbytes == 6 * 16 * (64 * 4 + ROW_BYTES)
+
+
+@pytest.mark.skipif(not merge.HAVE_CORE, reason="pystream._core not built")
+def test_core_and_python_formats_interchange():
+    a, b = merge.StreamStates(max_chunks=2), PyStreamStates(max_chunks=2)
+    for s in (a, b):
+        for k in range(3):
+            s.push("cam/ü", *chunk(2 + k, seed=k, dtype=torch.bfloat16), seq=k)
+        s.push("a", *chunk(1, C=8), seq=4)
+    assert a.to_bytes() == b.to_bytes()
+    c = PyStreamStates.from_bytes(a.to_bytes())
+    d = merge.StreamStates.from_bytes(b.to_bytes())
+    for x, y in zip(c.windows(["cam/ü"]), d.windows(["cam/ü"])):
+        assert torch.equal(x, y)
+    assert c.nbytes == d.nbytes == a.nbytes
