@@ -8,7 +8,7 @@ TORCH   ?= torch==2.13.0
 SHELL   := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: venv build test test-fast demo bench clean
+.PHONY: venv build test test-deps test-fast demo bench clean
 
 venv: $(DEPS)
 
@@ -31,7 +31,11 @@ $(BUILT): $(DEPS) setup.py CMakeLists.txt $(wildcard csrc/*)
 
 build: $(BUILT)
 
-test: $(BUILT)
+# vlc (RTSP server) and ffmpeg (UDP/HLS senders) from Debian, for the live-stream tests.
+test-deps:
+	bash scripts/install_test_deps.sh
+
+test: $(BUILT) test-deps
 	$(PY) -m pytest -q -rs tests
 
 test-fast: $(BUILT)
@@ -43,6 +47,9 @@ demo: $(BUILT)
 bench: $(BUILT)
 	$(PY) benchmarks/merge.py
 	$(PY) benchmarks/encoder.py
+	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/store.py
 
 clean:
 	rm -rf build $(VENV) *.egg-info pystream/_core*.so
