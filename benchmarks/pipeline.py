@@ -226,6 +226,7 @@ def main():
                     default=[1_000_000])
     ap.add_argument("--store-log", help="read store figures from benchmarks/store.py output")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -236,13 +237,19 @@ def main():
     results = {}
     try:
         videos = make_videos(work, args.streams, args.seconds)
-        for kind in args.models.split(","):
-            for schedule in ("default", "off"):
-                r = indexing_speed(kind, schedule, videos)
-                results[(kind, schedule)] = r
-                print(f"{kind:8s} {('tempme' if schedule == 'default' else 'per-frame'):9s} "
-                      f"{r['video_s']:.0f} video-s in {r['wall_s']:.1f} s -> "
-                      f"{r['rtf']:.2f} video-s/s, {r['rows']} rows", flush=True)
+        # Rounds interleave the two encoders so machine noise (shared cores) and warm-up hit
+        # both alike; the best round of each is kept.
+        for rnd in range(args.rounds):
+            for kind in args.models.split(","):
+                for schedule in ("default", "off"):
+                    r = indexing_speed(kind, schedule, videos)
+                    best = results.get((kind, schedule))
+                    if best is None or r["rtf"] > best["rtf"]:
+                        results[(kind, schedule)] = r
+                    print(f"round {rnd} {kind:8s} "
+                          f"{('tempme' if schedule == 'default' else 'per-frame'):9s} "
+                          f"{r['video_s']:.0f} video-s in {r['wall_s']:.1f} s -> "
+                          f"{r['rtf']:.2f} video-s/s, {r['rows']} rows", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lat = freshness("b32", args.fresh_streams, args.fresh_fps, args.fresh_seconds)
