@@ -84,6 +84,17 @@ def test_kill9_many_times_then_every_row_exactly_once(tmp_path):
                        writer={"batch_rows": 8, "flush_interval_s": 0.1,
                                "optimize_interval_s": 3600})
     log = open(tmp_path / "daemon.log", "ab")
+    procs = []
+    try:
+        _crash_loop(rng, cfg, log, state, archive, files, procs)
+    finally:
+        for p in procs:  # a failing assertion must not leave a daemon running
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _crash_loop(rng, cfg, log, state, archive, files, procs):
 
     kills = ["early"] * EARLY_KILLS + ["indexing"] * INDEXING_KILLS
     rng.shuffle(kills)
@@ -91,6 +102,7 @@ def test_kill9_many_times_then_every_row_exactly_once(tmp_path):
     t_start = time.time()
     for kind in kills:
         proc = _start(cfg, log)
+        procs.append(proc)
         if kind == "early":
             time.sleep(rng.uniform(0.3, 6.0))
         else:
@@ -110,6 +122,7 @@ def test_kill9_many_times_then_every_row_exactly_once(tmp_path):
 
     # Let it finish, then stop it cleanly.
     proc = _start(cfg, log)
+    procs.append(proc)
 
     def finished():
         s = _status(state)
@@ -119,7 +132,7 @@ def test_kill9_many_times_then_every_row_exactly_once(tmp_path):
         return (_files_done(state) == N_FILES and s["writer"]["pending"] == 0
                 and s["encoder"]["queued_chunks"] == 0 and s["encoder"]["open_streams"] == 0
                 and c["state"] == "running")
-    assert _wait_for(finished, 150, proc), (tmp_path / "daemon.log").read_text()[-3000:]
+    assert _wait_for(finished, 150, proc), Path(log.name).read_text()[-3000:]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     elapsed = time.time() - t_start

@@ -34,6 +34,24 @@ def _status(state):
         return None
 
 
+@pytest.fixture(autouse=True)
+def _no_orphans(monkeypatch):
+    """Kill daemons a failing test left behind."""
+    procs = []
+    real = subprocess.Popen
+
+    def popen(*a, **kw):
+        p = real(*a, **kw)
+        procs.append(p)
+        return p
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    yield
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def _wait(pred, timeout, proc):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
