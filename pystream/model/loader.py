@@ -14,6 +14,7 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 # CLIP's own pixel statistics; used when a model directory has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 class ModelLoadError(RuntimeError):
@@ -53,8 +54,12 @@ def load_clip(name_or_path: str | os.PathLike | None = DEFAULT_MODEL) -> Tuple[o
         kwargs = dict(local_files_only=True)
         source = str(path)
     else:
-        kwargs = {}
         source = ref
+        kwargs = {}
+        if _in_hf_cache(ref):
+            kwargs = dict(local_files_only=True)
+        elif not _hub_reachable():
+            raise ModelLoadError(_offline_message(ref, ConnectionError("the hub is not reachable")))
 
     try:
         config = CLIPConfig.from_pretrained(source, **_hub_kwargs(kwargs))
@@ -72,11 +77,38 @@ def load_clip(name_or_path: str | os.PathLike | None = DEFAULT_MODEL) -> Tuple[o
     except Exception as e:
         raise ModelLoadError(_offline_message(ref, e)) from e
     model.eval()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(kwargs))
-    except Exception:
-        tokenizer = None  # vision-only use still works; text queries will say so
+    tokenizer = None  # vision-only use still works; text queries will say so
+    # transformers builds an empty 2-token tokenizer when the files are missing: check first.
+    if not is_local or any((path / f).exists() for f in TOKENIZER_FILES):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **_hub_kwargs(kwargs))
+        except Exception:
+            tokenizer = None
     return model, tokenizer, _pixel_stats(path if is_local else None)
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect instead of huggingface_hub's retries (about 30 s offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_kwargs(kwargs: dict) -> dict:
