@@ -37,7 +37,7 @@ def make_recordings(folder: Path, n: int, seconds: int, seed: int):
     for i in range(n):
         frames, events = synth.render_stream_frames(seed + i, seconds, size=SIZE, fps=1.0)
         path = folder / f"recording_{i:02d}.mp4"
-        tmp = folder / f".recording_{i:02d}.mp4.part"  # temp-then-rename, like real recorders
+        tmp = folder / f".recording_{i:02d}.tmp.mp4"  # hidden temp, then rename, like real recorders
         synth.write_video(_repeat(frames, 4), tmp, fps=4.0)
         tmp.rename(path)
         truth += [(path.name, s, e, c) for s, e, c in events]
