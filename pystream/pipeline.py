@@ -707,8 +707,11 @@ class Indexer:
 
     def status(self) -> dict:
         sources = {}
+        by_name = {getattr(s, "name", None): s for s in self.sources}
         for name, st in self.stats.items():
-            sources[name] = st.snapshot(name in self._live_sources)
+            snap = st.snapshot(name in self._live_sources)
+            _connection_state(snap, by_name.get(name))
+            sources[name] = snap
         return dict(
             pid=os.getpid(), started=self.started, updated=time.time(),
             archive=self.cfg.archive, model=self.model_id,
@@ -718,6 +721,20 @@ class Indexer:
             writer=self.writer.stats(),
             sources=sources,
         )
+
+
+def _connection_state(snap: dict, src) -> None:
+    """A live source's thread keeps running while its camera is unreachable or lost (it is in
+    its reconnect loop), so our own state would say "running" for a dead camera (in `pystream
+    status`, /status and the `up` metric). Show the source's own "connecting"/"down" then."""
+    if src is None or snap["state"] not in ("running", "reconnecting"):
+        return
+    try:
+        state = (src.status() or {}).get("state")
+    except Exception:  # noqa: BLE001 - status must not fail because a source's does
+        return
+    if state in ("connecting", "down"):
+        snap["state"] = state
 
 
 def _chunk_item(ref: _StreamRef, frames: list, dt: float) -> _ChunkItem:
