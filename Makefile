@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:  make demo   and   make test
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-PIP     := $(VENV)/bin/python -m pip -q --disable-pip-version-check --no-warn-script-location
+PIP     := $(VENV)/bin/python -m pip -q --disable-pip-version-check
 DEPS    := $(VENV)/.deps-installed
 BUILT   := $(VENV)/.core-built
 TORCH   ?= torch==2.13.0
