@@ -71,7 +71,6 @@ def load_video_model(cfg: Config):
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.set_grad_enabled(False)
     model = ClipVideoModel.from_pretrained(cfg.model, schedule=cfg.merge.schedule_dict())
     return model.to(cfg.device)
 

@@ -278,8 +278,10 @@ class ClipVideoModel(torch.nn.Module):
         return self.clip.visual_projection(self.vision.post_layernorm(t.h[:, 0]))
 
     # ------------------------------------------------------------------ text
+    @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised text embeddings [n, D]."""
+        """L2-normalised text embeddings [n, D], for queries (no gradients; training calls
+        text_features directly)."""
         if self.tokenizer is None:
             raise RuntimeError(f"model {self.model_id!r} has no tokenizer files; text search needs one")
         if isinstance(texts, str):
