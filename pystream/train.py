@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -315,16 +314,6 @@ def augment_text(rng: np.random.Generator, paraphrases: Sequence[str]) -> str:
     return s
 
 
-_MIRROR = {"left": "right", "right": "left", "leftward": "rightward", "rightward": "leftward"}
-_MIRROR_RE = re.compile(r"\b(" + "|".join(_MIRROR) + r")\b")
-
-
-def mirror_caption(s: str) -> str:
-    """The caption of the horizontally flipped video: left and right swap. Every other word
-    of a synth caption (shapes are left-right symmetric) stays true."""
-    return _MIRROR_RE.sub(lambda m: _MIRROR[m.group(0)], s)
-
-
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -370,13 +359,6 @@ def _train_loop(args, model, clip, tokenizer, opt, tr, va, rng, amp, t_train) ->
             x = tr.frames[torch.as_tensor(idx)]
             schedule = args.schedule
         texts = [augment_text(rng, tr.paraphrases[i]) for i in idx]
-        if args.hflip > 0:  # mirror some samples left-right, and their captions with them
-            flip = rng.random(len(idx)) < args.hflip
-            if flip.any():
-                f = torch.as_tensor(flip)
-                x = x.clone()
-                x[f] = x[f].flip(-2)  # [..., H, W, 3]: W is dim -2
-                texts = [mirror_caption(t) if fl else t for t, fl in zip(texts, flip)]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, args.lr, args.warmup)
 
@@ -532,7 +514,6 @@ video. On a machine with internet use a real CLIP (`openai/clip-vit-base-patch32
   patch 16 (49 patches + CLS); text {a['text_layers']} layers x {a['text_width']}, word-level
   tokenizer (pystream/model/tokenizer.py); projection {a['proj']}
 - training: symmetric InfoNCE, learnable logit scale, a random caption paraphrase per sample,
-  {a['hflip']:g} chance of a left-right mirrored sample (left/right swapped in its caption),
   AdamW lr {a['lr']:g} (warmup {a['warmup']}, one cosine over both phases), weight decay
   {a['weight_decay']:g}, bf16 autocast: {info['amp']}
   1. {a['frame_steps']} steps x {a['frame_batch']} single frames (a random frame of each video,
@@ -572,7 +553,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset directory (default: a cache dir per settings)")
-    p.add_argument("--n-train", type=int, default=5000)
+    p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-val", type=int, default=200)
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--size", type=int, default=112)
@@ -588,8 +569,6 @@ def parse_args(argv=None):
     p.add_argument("--frame-steps", type=int, default=1200,
                    help="single-frame steps before the video steps (image-text pretraining)")
     p.add_argument("--frame-batch", type=int, default=128, help="frames per frame step")
-    p.add_argument("--hflip", type=float, default=0.5,
-                   help="probability of mirroring a training sample (left/right swap in its caption)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.05)

@@ -70,13 +70,12 @@ def test_saved_tokenizer_loads_with_autotokenizer(tok, tmp_path):
     assert (loaded.pad_token_id, loaded.bos_token_id, loaded.eos_token_id) == (0, 2, 3)
 
 
-def test_shipped_tokenizer_covers_synth_captions_and_matches_its_config():
+def test_shipped_tokenizer_matches_the_code(tok):
     shipped = AutoTokenizer.from_pretrained(SHIPPED)
-    for c in _captions(100):
-        assert shipped.unk_token_id not in shipped(c)["input_ids"], c
+    assert shipped.get_vocab() == tok.get_vocab()
     cfg = json.loads((SHIPPED / "config.json").read_text())["text_config"]
-    assert cfg["vocab_size"] == len(shipped)
-    for k, v in text_config_ids(shipped).items():
+    assert cfg["vocab_size"] == len(tok)
+    for k, v in text_config_ids(tok).items():
         assert cfg[k] == v, k
 
 

@@ -12,8 +12,7 @@ from pystream.model.loader import load_clip
 from pystream.model.tempme import ClipVideoModel
 from pystream.model.tokenizer import build_tokenizer
 from pystream.train import (FRAMES, build_clip, chance_r_at_k, decode_video, load_split,
-                            mirror_caption, parse_args, prepare_data, retrieval_metrics,
-                            retrieval_ranks, train)
+                            parse_args, prepare_data, retrieval_metrics, retrieval_ranks, train)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -75,33 +74,6 @@ def test_prepare_data_reuses_a_matching_dataset(tmp_path):
     held = {tuple(p) for p in synth.HELD_OUT}
     assert all((lab["shape"], lab["event"]) in held for lab in split.labels)
     assert split.captions == [p[0] for p in split.paraphrases]
-
-
-def test_mirror_caption_swaps_left_and_right_only():
-    assert mirror_caption("a red ball moves to the left") == "a red ball moves to the right"
-    assert mirror_caption("the box slides rightward and then stops") == \
-        "the box slides leftward and then stops"
-    assert mirror_caption("a star moves up") == "a star moves up"
-    for e in synth.make_split("train", 200, seed=0):
-        for p in e.paraphrases:
-            assert mirror_caption(mirror_caption(p)) == p
-            sided = {"left", "right", "leftward", "rightward"} & set(p.split())
-            assert (mirror_caption(p) != p) == bool(sided)
-            if sided:
-                assert e.label["direction"] in ("left", "right")
-
-
-def test_mirrored_video_is_a_valid_synth_video():
-    """Shapes are left-right symmetric, so a mirrored frame shows the same shape: the mask
-    of every shape equals its own mirror image."""
-    import numpy as np
-
-    r = 10.0
-    c = np.arange(-12, 12, dtype=np.float32) + 0.5
-    dx, dy = c[None, :], c[:, None]
-    for shape in synth.SHAPES:
-        m = synth._shape_mask(shape, dx, dy, r)
-        assert np.array_equal(m, m[:, ::-1]), shape
 
 
 # ----------------------------------------------------------------------------- model
