@@ -32,8 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -48,19 +46,9 @@ from pystream.model.configs import random_clip  # noqa: E402
 from pystream.model.loader import shipped_model_dir  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
 from pystream.pipeline import Indexer  # noqa: E402
+from pystream.sources import Segment  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@dataclass
-class _Seg:
-    source: str
-    uri: str
-    stream_id: str
-    live: bool
-    start_time: float
-    frames: Iterator
-    file_key: tuple | None = None
 
 
 class _FileList:
@@ -72,7 +60,7 @@ class _FileList:
     def segments(self, stop):
         for p in self.paths:
             st = os.stat(p)
-            yield _Seg(self.name, p, p, False, 0.0, decode_frames(p, self.fps, self.size),
+            yield Segment(self.name, p, p, False, 0.0, decode_frames(p, self.fps, self.size),
                        (p, st.st_size, st.st_mtime))
 
     def status(self):
@@ -96,7 +84,7 @@ class _Paced:
                     time.sleep(min(0.01, due - time.time()))
                 now = time.time()
                 yield Frame(i, now - t0, now, rgb)
-        yield _Seg(self.name, f"live://{self.name}", self.name, True, time.time(), gen())
+        yield Segment(self.name, f"live://{self.name}", self.name, True, time.time(), gen())
 
     def status(self):
         return {}

@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pytest
 
 import pystream
+from pystream.sources import Segment
 from pystream.config import parse_config
 from pystream.decode import DecodeError, decode_frames
 from pystream.pipeline import ENCODER_KEY, Indexer, load_video_model
@@ -24,16 +24,6 @@ from pystream.checkpoint import CheckpointStore
 
 from test_pipeline_fixtures import expected_windows, make_model_dir, write_video
 
-
-@dataclass
-class Seg:
-    source: str
-    uri: str
-    stream_id: str
-    live: bool
-    start_time: float
-    frames: Iterator
-    file_key: tuple | None = None
 
 
 @dataclass
@@ -65,7 +55,7 @@ class ListSource:
             if stop.is_set():
                 return
             st = os.stat(p)
-            yield Seg(self.name, p, f"{self.name}:{p}", False, self.start, self._frames(p, stop),
+            yield Segment(self.name, p, f"{self.name}:{p}", False, self.start, self._frames(p, stop),
                       (p, st.st_size, st.st_mtime))
 
     def status(self):
@@ -90,7 +80,7 @@ class LiveSource:
                         return
                     yield Frame(i, i / self.fps, t0 + i / self.fps,
                                 rng.integers(0, 255, (self.size, self.size, 3), dtype=np.uint8))
-            yield Seg(self.name, "rtsp://cam", self.name, True, t0, frames())
+            yield Segment(self.name, "rtsp://cam", self.name, True, t0, frames())
             if c + 1 < len(self.connections):
                 yield Ev(self.name, "gap", "rtsp://cam", "camera went away", t0, time.time())
 
