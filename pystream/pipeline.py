@@ -276,6 +276,13 @@ class Indexer:
                 if info.get("live"):
                     self.encoder.drop(key)  # live restarts live; windows never span the gap
                     continue
+                fk = info.get("file_key")
+                if fk and self.checkpoints.is_file_done(info["source"], *fk):
+                    # Killed between marking the file done and the next encoder checkpoint:
+                    # its rows are all committed and the source will skip it, so nothing would
+                    # ever finish this stream.
+                    self.encoder.drop(key)
+                    continue
                 self._resume[key] = info
                 # Open from the start, so later checkpoints keep carrying it until it resumes.
                 self._open[key] = _StreamRef(key, info["source"], info["uri"], False,
