@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import pystream
-from pystream.sources import Segment
+from pystream.sources import Segment, SourceEvent
 from pystream.config import parse_config
 from pystream.decode import DecodeError, decode_frames
 from pystream.pipeline import ENCODER_KEY, Indexer, load_video_model
@@ -24,16 +23,6 @@ from pystream.checkpoint import CheckpointStore
 
 from test_pipeline_fixtures import expected_windows, make_model_dir, write_video
 
-
-
-@dataclass
-class Ev:
-    source: str
-    kind: str
-    uri: str
-    message: str
-    start: float | None = None
-    end: float | None = None
 
 
 class ListSource:
@@ -82,7 +71,7 @@ class LiveSource:
                                 rng.integers(0, 255, (self.size, self.size, 3), dtype=np.uint8))
             yield Segment(self.name, "rtsp://cam", self.name, True, t0, frames())
             if c + 1 < len(self.connections):
-                yield Ev(self.name, "gap", "rtsp://cam", "camera went away", t0, time.time())
+                yield SourceEvent(self.name, "gap", "rtsp://cam", "camera went away", t0, time.time())
 
     def status(self):
         return {}
