@@ -324,11 +324,16 @@ def cmd_status(args) -> int:
     w = s.get("writer") or {}
     print(f"writer: {w.get('rows_written', 0)} rows in {w.get('commits', 0)} commits, "
           f"{w.get('pending', 0)} pending")
+    e = s.get("encoder") or {}
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in (e.get("stage_s") or {}).items())
+    print(f"encoder: {e.get('precision', '-')}, reuse threshold {e.get('reuse_threshold', 0)}, "
+          f"{e.get('queued_chunks', 0)} chunks queued; time per stage: {stages or '-'}")
     rows = source_rows(s)
     if not rows:
         print("no sources")
         return 0
-    cols = ["source", "state", "lag", "fps", "frames", "rows", "files", "errors", "last_error"]
+    cols = ["source", "state", "lag", "fps", "reused", "frames", "rows", "files", "errors",
+            "last_error"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     print("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in rows:

@@ -124,6 +124,19 @@ class MergeConfig(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+class ReuseConfig(_Strict):
+    """Static-patch reuse (pystream/model/reuse.py): a patch whose input embedding moved less
+    than ``threshold`` (relative L2) since it was last computed reuses its cached keys, values
+    and outputs in the per-frame layers. 0 turns it off (exact TempMe)."""
+    threshold: float = Field(default=0.1, ge=0, le=10)
+    refresh_chunks: int = Field(default=8, ge=1)  # recompute every patch this often
+
+    def settings(self):
+        from .model.reuse import ReuseSettings
+
+        return ReuseSettings(self.threshold, self.refresh_chunks)
+
+
 class BatchingConfig(_Strict):
     max_batch_chunks: int = Field(default=16, ge=1)
     # A lone quiet source waits at most this long for other sources' chunks to batch with.
@@ -166,6 +179,9 @@ class Config(_Strict):
     device: str = "cpu"
     threads: Optional[int] = Field(default=None, ge=1)  # torch intra-op threads
     merge: MergeConfig = Field(default_factory=MergeConfig)
+    # Dense layers in bf16 (fp32 accumulation) where the hardware has it: auto | fp32 | bf16.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    reuse: ReuseConfig = Field(default_factory=ReuseConfig)
     sample_fps: float = Field(default=1.0, gt=0, le=60)
     hop_chunks: int = Field(default=1, ge=1)
     coarse_windows: int = Field(default=15, ge=0)

@@ -29,6 +29,7 @@ class _StatusCollector:
             "files_done": CounterMetricFamily("pystream_files_indexed", "Files fully indexed", labels=["source"]),
             "lag_s": GaugeMetricFamily("pystream_lag_seconds", "Now minus the end of the last indexed window (live sources)", labels=["source"]),
             "fps": GaugeMetricFamily("pystream_fps", "Sampled frames per second", labels=["source"]),
+            "reused": GaugeMetricFamily("pystream_reused_patch_share", "Share of patches that reused cached state (static-patch reuse)", labels=["source"]),
         }
         up = GaugeMetricFamily("pystream_source_up", "1 when the source is running", labels=["source"])
         for name, st in sources.items():
@@ -47,6 +48,10 @@ class _StatusCollector:
         q = GaugeMetricFamily("pystream_encoder_queued_chunks", "Chunks waiting for the encoder")
         q.add_metric([], float(e.get("queued_chunks", 0)))
         yield q
+        st = CounterMetricFamily("pystream_encoder_stage_seconds", "Encoder-thread seconds per stage", labels=["stage"])
+        for stage, v in (e.get("stage_s") or {}).items():
+            st.add_metric([stage], float(v))
+        yield st
 
 
 class Metrics:

@@ -195,7 +195,9 @@ class Indexer:
         self.model = model if model is not None else load_video_model(config)
         self.encoder = StreamingEncoder(self.model, schedule=config.merge.schedule_dict(),
                                         hop_chunks=config.hop_chunks,
-                                        coarse_windows=config.coarse_windows)
+                                        coarse_windows=config.coarse_windows,
+                                        precision=config.precision,
+                                        reuse=config.reuse.settings())
         self.k = self.encoder.chunk_frames
         self.window_frames = self.encoder.frames_per_window
         self.model_id = getattr(self.model, "model_id", None) or config.model
@@ -235,6 +237,7 @@ class Indexer:
         self._rows_committed = 0
         self.encode_batches = 0
         self.last_batch_s = 0.0
+        self.stage_s: collections.Counter = collections.Counter()  # encoder thread's seconds
 
         self._restore()
         w = config.writer
@@ -524,7 +527,9 @@ class Indexer:
                 pending = []
             rows += self._end(it)
         rows += self._rows(self._encode(pending))
+        t1 = time.perf_counter()
         self._enqueue(rows)
+        self.stage_s["enqueue"] += time.perf_counter() - t1
         dt = time.perf_counter() - t0
         self.encode_batches += 1
         self.last_batch_s = dt
@@ -539,7 +544,9 @@ class Indexer:
             self._open[it.ref.key] = it.ref
             self._remember_frames(it)
         try:
+            t0 = time.perf_counter()
             out = self.encoder.encode([it.chunk for it in items])
+            self.stage_s["encode"] += time.perf_counter() - t0
         except Exception:
             if len({it.ref.key for it in items}) == 1:
                 self._fail_stream(items[0].ref, traceback.format_exc(limit=1))
@@ -604,7 +611,10 @@ class Indexer:
 
     def _rows(self, emissions: List[tuple]) -> List[ClipRow]:
         # Right away: thumbnails need the stream's recent frames, which _end forgets.
-        return [self._row(ref, e) for ref, e in emissions]
+        t0 = time.perf_counter()
+        rows = [self._row(ref, e) for ref, e in emissions]
+        self.stage_s["rows"] += time.perf_counter() - t0
+        return rows
 
     def _row(self, ref: _StreamRef, e: Emission) -> ClipRow:
         if e.level == 0:
@@ -714,16 +724,25 @@ class Indexer:
     def status(self) -> dict:
         sources = {}
         by_name = {getattr(s, "name", None): s for s in self.sources}
+        reused = collections.defaultdict(list)
+        for key, ref in list(self._open.items()):
+            reused[ref.source].append(self.encoder.reused_share(key))
         for name, st in self.stats.items():
             snap = st.snapshot(name in self._live_sources)
             _connection_state(snap, by_name.get(name))
+            r = reused.get(name)
+            snap["reused"] = round(sum(r) / len(r), 4) if r else None  # share of patches reused
             sources[name] = snap
         return dict(
             pid=os.getpid(), started=self.started, updated=time.time(),
             archive=self.cfg.archive, model=self.model_id,
             running=not self._encoder_done.is_set(), stopping=self.stop_event.is_set(),
             encoder=dict(batches=self.encode_batches, last_batch_s=round(self.last_batch_s, 4),
-                         queued_chunks=self._queue.qsize(), open_streams=len(self._open)),
+                         queued_chunks=self._queue.qsize(), open_streams=len(self._open),
+                         precision=self.encoder.precision,
+                         reuse_threshold=(self.encoder.reuse.settings.threshold
+                                          if self.encoder.reuse is not None else 0.0),
+                         stage_s={k: round(v, 3) for k, v in self.stage_s.items()}),
             writer=self.writer.stats(),
             sources=sources,
         )

@@ -115,6 +115,7 @@ def source_rows(status: dict) -> list[dict]:
             source=name, state=s.get("state"), lag=fmt_duration(s.get("lag_s")),
             fps=f"{s.get('fps', 0):.2f}", frames=s.get("frames", 0), rows=s.get("rows", 0),
             files=s.get("files_done", 0), errors=s.get("errors", 0),
+            reused="-" if s.get("reused") is None else f"{100 * s['reused']:.0f}%",
             last_error=(s.get("last_error") or "")[:120],
         ))
     return out

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import precision as _precision
+from .reuse import ReuseSettings, ReuseState, run_reused_layers
 from .schedule import schedule_from_config
 from .tempme import ClipVideoModel, Tokens, join_clips
 
-STATE_MAGIC = b"PSENC1"
+STATE_MAGIC = b"PSENC2"  # PSENC1 (no reuse section) still loads
 
 
 def _stream_states_cls():
@@ -77,8 +79,15 @@ class StreamingEncoder:
     """Encode many streams chunk by chunk; ``encode`` batches the new chunks of all streams."""
 
     def __init__(self, model: ClipVideoModel, schedule=None, hop_chunks: int = 1,
-                 coarse_windows: int = 15, max_state_bytes: int = 1 << 30):
+                 coarse_windows: int = 15, max_state_bytes: int = 1 << 30,
+                 precision: str = "fp32", reuse=None):
+        """``precision``: auto | fp32 | bf16 (precision.py). ``reuse``: ReuseSettings, a dict of
+        its fields, or None/threshold 0 for no static-patch reuse (reuse.py)."""
         self.model = model
+        self.device = model.pixel_mean.device
+        self.precision = _precision.resolve(precision, self.device)
+        if self.precision == "bf16":
+            self.model = model = _precision.with_bf16_linears(model)
         self.schedule = schedule_from_config(schedule) if schedule is not None else model.schedule
         L = len(model.layers)
         s = self.schedule
@@ -97,6 +106,16 @@ class StreamingEncoder:
         self.max_state_bytes = max_state_bytes
         self.states = _stream_states_cls()(self.window_chunks, max_state_bytes)
         self.progress: Dict[str, _Progress] = {}
+        if isinstance(reuse, dict):
+            reuse = ReuseSettings(**reuse)
+        if reuse is not None and reuse.threshold < 0:
+            raise ValueError(f"reuse threshold must be >= 0, got {reuse.threshold}")
+        if reuse is not None and reuse.refresh_chunks < 1:
+            raise ValueError(f"reuse refresh_chunks must be >= 1, got {reuse.refresh_chunks}")
+        # Reuse needs the per-frame layers before ClipMe; per-frame CLIP (merging off) has them
+        # all the way, but its baseline role is to be plain CLIP, so reuse applies to TempMe only.
+        self.reuse = ReuseState(reuse) if (reuse is not None and reuse.enabled and s.enabled) \
+            else None
 
     @property
     def frames_per_window(self) -> int:
@@ -108,6 +127,10 @@ class StreamingEncoder:
         """Run new complete chunks (any streams, several per stream allowed, in order)."""
         if not chunks:
             return []
+        with _precision.autocast(self.precision, self.device):
+            return self._encode(chunks)
+
+    def _encode(self, chunks: Sequence[Chunk]) -> List[Emission]:
         for c in chunks:
             if len(c.times) != self.chunk_frames:
                 raise ValueError(
@@ -147,7 +170,8 @@ class StreamingEncoder:
             covered = p.chunks >= self.window_chunks and \
                 (p.chunks - self.window_chunks) % self.hop_chunks == 0
             if not covered:
-                out.extend(self._emit_windows([stream], short=p.chunks < self.window_chunks))
+                with _precision.autocast(self.precision, self.device):
+                    out.extend(self._emit_windows([stream], short=p.chunks < self.window_chunks))
             out.extend(self._flush_coarse(stream))
         self.drop(stream)
         return out
@@ -156,6 +180,12 @@ class StreamingEncoder:
         if stream in self.states:
             self.states.drop(stream)
         self.progress.pop(stream, None)
+        if self.reuse is not None:
+            self.reuse.drop(stream)
+
+    def reused_share(self, stream: str) -> float:
+        """Share of this stream's patches that reused cached state (0 without reuse)."""
+        return self.reuse.reused_share(stream) if self.reuse is not None else 0.0
 
     def _pad_chunk(self, c: Chunk) -> Chunk:
         n = len(c.times)
@@ -178,7 +208,13 @@ class StreamingEncoder:
             frame_index += c.indices()  # a padded tail repeats its last frame's index
             frame_times += [(t, t + c.frame_duration) for t in c.times]
         t = m.embed(pixels, frame_index, frame_times)
-        t = m.run_layers(t, 0, self.chunk_stop, self.schedule)
+        if self.reuse is not None:
+            c0 = self.schedule.clipme_start(len(m.layers))
+            t = run_reused_layers(m, t, [c.stream for c in chunks], self.chunk_frames, self.reuse,
+                                  c0, c0 * self.schedule.imgme_r)
+            t = m.run_layers(t, c0, self.chunk_stop, self.schedule)
+        else:
+            t = m.run_layers(t, 0, self.chunk_stop, self.schedule)
         if not self.schedule.enabled:  # keep only the CLS outputs of the k frames of a chunk
             t = Tokens(t.h[:, :1], t.sizes[:, :1], 1, t.frames[:, :1], t.times[:, :1])
             t = join_clips(t, self.chunk_frames)
@@ -200,7 +236,7 @@ class StreamingEncoder:
             n_chunks = self.states.num_chunks(streams[0])
         else:
             n_chunks = self.window_chunks
-        w = self.states.windows(list(streams))
+        w = self.states.windows(list(streams), device=self.device)  # carried tokens: host memory
         h, sizes, frames, times = w.tokens, w.sizes, w.frames, w.times
         S = len(streams)
         per = h.shape[1] // n_chunks  # every chunk has the same token count under a schedule
@@ -255,19 +291,33 @@ class StreamingEncoder:
         """Carried tokens (from the core) + per-stream counters, for crash-safe resume."""
         core = self.states.to_bytes()
         meta = json.dumps({k: vars(v) for k, v in self.progress.items()}).encode()
-        return STATE_MAGIC + struct.pack("<QQ", len(core), len(meta)) + core + meta
+        reuse = self.reuse.to_bytes() if self.reuse is not None else b""
+        return (STATE_MAGIC + struct.pack("<QQQ", len(core), len(meta), len(reuse))
+                + core + meta + reuse)
 
     def load_state_bytes(self, blob: bytes):
-        if not blob.startswith(STATE_MAGIC) or len(blob) < len(STATE_MAGIC) + 16:
+        v1 = blob.startswith(b"PSENC1")
+        head = len(STATE_MAGIC) + (16 if v1 else 24)
+        if not (v1 or blob.startswith(STATE_MAGIC)) or len(blob) < head:
             raise ValueError("not a pystream encoder state (bad magic or truncated)")
-        n_core, n_meta = struct.unpack_from("<QQ", blob, len(STATE_MAGIC))
-        off = len(STATE_MAGIC) + 16
-        if len(blob) != off + n_core + n_meta:
+        if v1:
+            (n_core, n_meta), n_reuse = struct.unpack_from("<QQ", blob, len(STATE_MAGIC)), 0
+        else:
+            n_core, n_meta, n_reuse = struct.unpack_from("<QQQ", blob, len(STATE_MAGIC))
+        off = head
+        if len(blob) != off + n_core + n_meta + n_reuse:
             raise ValueError("corrupt pystream encoder state (length mismatch)")
         states = _stream_states_cls().from_bytes(blob[off: off + n_core])
         try:
-            meta = json.loads(blob[off + n_core:].decode())
+            meta = json.loads(blob[off + n_core: off + n_core + n_meta].decode())
             progress = {k: _Progress(**v) for k, v in meta.items()}
         except (ValueError, TypeError) as e:
             raise ValueError(f"corrupt pystream encoder state ({e})") from e
+        reuse = None
+        if self.reuse is not None:
+            reuse = ReuseState(self.reuse.settings)
+            if n_reuse:
+                reuse.load_bytes(blob[off + n_core + n_meta:], self.device)
         self.states, self.progress = states, progress
+        if reuse is not None:
+            self.reuse = reuse

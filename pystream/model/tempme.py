@@ -123,7 +123,8 @@ def attention(attn, x: torch.Tensor, sizes: torch.Tensor, proportional: bool):
     return o, k.mean(dim=1)
 
 
-def run_layer(layer, t: Tokens, cross_r: int, post_r: int, proportional: bool) -> Tokens:
+def run_layer(layer, t: Tokens, cross_r: int, post_r: int, proportional: bool,
+              return_keys: bool = False):
     """One pre-LN CLIP encoder layer with optional merges before and after attention."""
     if cross_r:
         t = merge_tokens(t, t.h, cross_r)
@@ -132,7 +133,8 @@ def run_layer(layer, t: Tokens, cross_r: int, post_r: int, proportional: bool) -
     if post_r:
         t = merge_tokens(t, keys, post_r)
     h = t.h + layer.mlp(layer.layer_norm2(t.h))
-    return Tokens(h, t.sizes, t.n_cls, t.frames, t.times)
+    out = Tokens(h, t.sizes, t.n_cls, t.frames, t.times)
+    return (out, keys) if return_keys else out
 
 
 class ClipVideoModel(torch.nn.Module):
@@ -218,9 +220,11 @@ class ClipVideoModel(torch.nn.Module):
         return Tokens(h, sizes, 1, frames, times)
 
     def run_layers(self, t: Tokens, start: int, stop: int, schedule: TempMeSchedule,
-                   last_group: Optional[int] = None) -> Tokens:
+                   last_group: Optional[int] = None, defer_imgme: bool = False) -> Tokens:
         """Layers [start, stop) under ``schedule``. ``last_group`` overrides the size of the
-        last ClipMe join (streaming uses it for a short window at the end of a stream)."""
+        last ClipMe join (streaming uses it for a short window at the end of a stream).
+        ``defer_imgme``: the ImgMe layers keep every token and their whole reduction happens in
+        one merge after the last of them (the schedule static-patch reuse needs, reuse.py)."""
         L = len(self.layers)
         if not schedule.enabled:
             for i in range(start, stop):
@@ -230,7 +234,11 @@ class ClipVideoModel(torch.nn.Module):
         prop = schedule.proportional_attention
         for i in range(start, stop):
             layer = self.layers[i]
-            if i < c0:
+            if i < c0 and defer_imgme:
+                t, keys = run_layer(layer, t, 0, 0, prop, return_keys=True)
+                if i == c0 - 1:
+                    t = merge_tokens(t, keys, c0 * schedule.imgme_r)
+            elif i < c0:
                 t = run_layer(layer, t, 0, schedule.imgme_r, prop)
             elif i < c0 + len(schedule.clip_groups):
                 g = schedule.clip_groups[i - c0]
@@ -251,7 +259,7 @@ class ClipVideoModel(torch.nn.Module):
         feats = feats.reshape(-1, frames_per_video, feats.shape[-1])
         return F.normalize(feats.mean(dim=1), dim=-1)
 
-    def encode_video(self, frames, schedule=None) -> torch.Tensor:
+    def encode_video(self, frames, schedule=None, defer_imgme: bool = False) -> torch.Tensor:
         """Offline video embeddings. ``frames``: uint8 [V, F, H, W, 3] or normalised pixels
         [V, F, 3, H, W]. With merging on, F must equal the schedule's frames per window."""
         schedule = schedule_from_config(schedule) if schedule is not None else self.schedule
@@ -268,7 +276,7 @@ class ClipVideoModel(torch.nn.Module):
         if Fn < 1:
             raise ValueError("a video needs at least one frame")
         t = self.embed(pixels.reshape(V * Fn, *pixels.shape[2:]))
-        t = self.run_layers(t, 0, len(self.layers), schedule)
+        t = self.run_layers(t, 0, len(self.layers), schedule, defer_imgme=defer_imgme)
         return self.head(t, Fn)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,90 @@
+"""Reduced precision for the dense layers: ``precision: auto | fp32 | bf16``.
+
+bf16 runs under ``torch.autocast``: the matrix multiplies (linear layers, attention) take bf16
+inputs with fp32 accumulation (oneDNN on CPUs with AVX512_BF16 or AMX, tensor cores on CUDA),
+while layer norms, softmax and the residual stream stay fp32. So the carried tokens stay fp32
+and an embedding moves by about 1e-5 in cosine (benchmarks/cameras.py prints the fidelity).
+
+``auto`` picks bf16 where the hardware runs it natively (measured on the project's 2-core
+AVX512_BF16 box: ViT-B/32 per-frame 2-5x faster than fp32) and fp32 elsewhere (emulated
+bf16 on an older CPU is slower than fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve(precision: str, device) -> str:
+    """The precision ``precision`` means on ``device`` ('fp32' or 'bf16')."""
+    p = str(precision).lower()
+    if p not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if p != "auto":
+        return p
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if dev.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def autocast(precision: str, device):
+    """A context manager that runs the enclosed forward at ``precision`` (already resolved)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def with_bf16_linears(model):
+    """A ClipVideoModel sharing everything with ``model`` except the vision tower's linear
+    layers, whose weights are bf16 copies. Under autocast a linear would otherwise cast its fp32
+    weight to bf16 on every call (measured: 15% of a bf16 forward). Layer norms, embeddings and
+    the text tower stay as they are (and shared), so ``model`` itself is untouched."""
+    import torch.nn as nn
+
+    vision = copy.copy(model.clip.vision_model)
+    vision._modules = dict(vision._modules)
+    enc = copy.copy(vision.encoder)
+    enc._modules = dict(enc._modules)
+    layers = nn.ModuleList()
+    for layer in vision.encoder.layers:
+        new = copy.copy(layer)
+        new._modules = dict(layer._modules)
+        for parent_name in ("self_attn", "mlp"):
+            parent = copy.copy(layer._modules[parent_name])
+            parent._modules = dict(parent._modules)
+            for name, child in parent._modules.items():
+                if isinstance(child, nn.Linear):
+                    lin = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                    device=child.weight.device, dtype=torch.bfloat16)
+                    with torch.no_grad():
+                        lin.weight.copy_(child.weight)
+                        if child.bias is not None:
+                            lin.bias.copy_(child.bias)
+                    lin.requires_grad_(False)
+                    parent._modules[name] = lin
+            new._modules[parent_name] = parent
+        layers.append(new)
+    enc._modules["layers"] = layers
+    vision._modules["encoder"] = enc
+    clip = copy.copy(model.clip)
+    clip._modules = dict(clip._modules)
+    clip._modules["vision_model"] = vision
+    out = copy.copy(model)
+    out._modules = dict(model._modules)
+    out._modules["clip"] = clip
+    return out

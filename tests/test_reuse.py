@@ -1,0 +1,122 @@
+"""Static-patch reuse (pystream/model/reuse.py): exact when nothing is reused, cheap and close
+when the camera is static, bounded and checkpointed state."""
+
+import numpy as np
+import pytest
+import torch
+
+from pystream.model.reuse import ReuseSettings
+from pystream.model.streaming import Chunk, StreamingEncoder
+from model_fixtures import video_model
+
+
+def _chunks(stream, pixels, k=4, t0=1000.0):
+    for first in range(0, pixels.shape[0] - k + 1, k):
+        yield Chunk(stream, pixels[first:first + k], [t0 + first + j for j in range(k)], first, 1.0)
+
+
+def _static_video(seed, n, size=64, moving=True):
+    """A fixed background plus (optionally) a small bright square that moves 4 px a frame."""
+    g = torch.Generator().manual_seed(seed)
+    bg = torch.randn(3, size, size, generator=g)
+    px = bg.expand(n, 3, size, size).clone()
+    if moving:
+        for f in range(n):
+            x = (4 * f) % (size - 8)
+            px[f, :, 8:16, x:x + 8] = 3.0
+    return px
+
+
+def _windows(enc, streams):
+    per = {s: list(_chunks(s, px)) for s, px in streams.items()}
+    out = []
+    for i in range(len(next(iter(per.values())))):
+        out += enc.encode([per[s][i] for s in streams])
+    return out
+
+
+def test_threshold_zero_is_exactly_todays_tempme():
+    m = video_model("tiny")
+    streams = {f"cam{i}": _static_video(i, 20) for i in range(2)}
+    a = _windows(StreamingEncoder(m, coarse_windows=0), streams)
+    b = _windows(StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=0.0)), streams)
+    assert len(a) == len(b) == 2 * 3
+    for x, y in zip(a, b):
+        assert np.array_equal(x.vector, y.vector)
+
+
+def test_reuse_path_with_nothing_reused_equals_offline_deferred_tempme():
+    """Random frames change every patch: the reuse machinery (gather, cached K/V, scatter,
+    state hand-over between chunks) must then give offline TempMe with the deferred ImgMe."""
+    m = video_model("tiny")
+    g = torch.Generator().manual_seed(3)
+    streams = {f"cam{i}": torch.randn(20, 3, 64, 64, generator=g) for i in range(3)}
+    enc = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=1e-6))
+    out = _windows(enc, streams)
+    assert len(out) == 3 * 3
+    with torch.no_grad():
+        for e in out:
+            px = streams[e.stream][e.first_frame:e.last_frame + 1]
+            ref = m.encode_video(px[None], defer_imgme=True)[0].numpy()
+            assert np.abs(e.vector - ref).max() < 1e-4
+            plain = m.encode_video(px[None])[0].numpy()
+            assert np.abs(e.vector - plain).max() > 1e-4  # deferred merging is not the same
+    assert all(enc.reused_share(s) == 0.0 for s in streams)
+
+
+def test_static_camera_reuses_most_patches_and_stays_close():
+    m = video_model("tiny")
+    streams = {"cam": _static_video(7, 48)}
+    exact = _windows(StreamingEncoder(m, coarse_windows=0), streams)
+    enc = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=0.05, refresh_chunks=4))
+    approx = _windows(enc, streams)
+    share = enc.reused_share("cam")
+    # 64 patches, the square touches at most 4 of them a frame; refreshes every 4th chunk.
+    assert 0.6 < share < 0.99, share
+    cos = [float(np.dot(a.vector, b.vector)) for a, b in zip(exact, approx)]
+    assert min(cos) > 0.98, cos
+    # A changed patch is recomputed: a frame where the square moved differs from a still one.
+    still = _windows(StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=0.05)),
+                     {"cam": _static_video(7, 48, moving=False)})
+    assert max(float(np.dot(a.vector, b.vector)) for a, b in zip(approx, still)) < 0.9999
+
+
+def test_reuse_state_is_bounded_and_round_trips_through_checkpoints():
+    m = video_model("tiny")
+    settings = ReuseSettings(threshold=0.05)
+    px = _static_video(1, 40)
+    chunks = list(_chunks("cam", px))
+    a = StreamingEncoder(m, coarse_windows=0, reuse=settings)
+    sizes = []
+    for c in chunks[:5]:
+        a.encode([c])
+        sizes.append(a.reuse.nbytes("cam"))
+    assert len(set(sizes)) == 1  # constant over time
+    blob = a.state_bytes()
+    b = StreamingEncoder(m, coarse_windows=0, reuse=settings)
+    b.load_state_bytes(blob)
+    for c in chunks[5:]:
+        ea, eb = a.encode([c]), b.encode([c])
+        assert len(ea) == len(eb) == 1
+        assert np.array_equal(ea[0].vector, eb[0].vector)
+    assert a.reused_share("cam") == b.reused_share("cam") > 0
+    with pytest.raises(ValueError):
+        b.load_state_bytes(blob[:-10])
+
+
+def test_bad_reuse_settings_are_errors():
+    m = video_model("tiny")
+    with pytest.raises(ValueError, match="threshold"):
+        StreamingEncoder(m, reuse=ReuseSettings(threshold=-1))
+    with pytest.raises(ValueError, match="refresh"):
+        StreamingEncoder(m, reuse={"threshold": 0.1, "refresh_chunks": 0})
+
+
+def test_bf16_precision_is_close_to_fp32():
+    m = video_model("tiny")
+    streams = {"cam": _static_video(2, 20)}
+    a = _windows(StreamingEncoder(m, coarse_windows=0), streams)
+    b = _windows(StreamingEncoder(m, coarse_windows=0, precision="bf16"), streams)
+    assert min(float(np.dot(x.vector, y.vector)) for x, y in zip(a, b)) > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        StreamingEncoder(m, precision="fp8")
