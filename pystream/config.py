@@ -80,11 +80,17 @@ class StreamSourceConfig(_SourceBase):
     resync_s: float = Field(default=5.0, gt=0)  # re-anchor pts to the wall clock past this drift
     queue_frames: int = Field(default=256, ge=1)
     realtime: Optional[bool] = None  # pace reads to pts (default: only for file:// URLs)
+    # A low-resolution substream to index instead of `url` (rows still point at `url`).
+    index_url: Optional[str] = None
+    # auto: skip non-key frames in the decoder when keyframes come at least as often as
+    # samples; all: decode every frame; keyframes: always keyframes only.
+    decode: Literal["auto", "all", "keyframes"] = "auto"
+    decode_threads: int = Field(default=1, ge=0)  # libav threads per camera; 0 = libav's choice
 
-    @field_validator("url")
+    @field_validator("url", "index_url")
     @classmethod
-    def _has_scheme(cls, v: str) -> str:
-        if "://" not in v:
+    def _has_scheme(cls, v):
+        if v is not None and "://" not in v:
             raise ValueError(f"{v!r} is not a URL (rtsp://, rtmp://, http(s)://, udp://, srt://, file://)")
         return v
 

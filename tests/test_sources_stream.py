@@ -243,3 +243,57 @@ def test_file_url_is_paced_and_ends(tmp_path):
     assert len(frames) == 2 * FPS
     assert time.monotonic() - t0 >= 1.0  # paced like a camera, not read at disk speed
     assert src.status()["state"] == "idle"
+
+
+def _frames_and_decode_modes(src, n=None):
+    frames, modes = [], set()
+    for item in src.segments(threading.Event()):
+        if isinstance(item, Segment):
+            for f in item.frames:
+                frames.append(f)
+                modes.add(src.status()["decode"])
+    return frames, modes
+
+
+@pytest.mark.parametrize("gop,expect", [(5, "keyframes"), (20, "all")])
+def test_decode_auto_skips_non_key_frames_only_when_keyframes_come_often_enough(tmp_path, gop, expect):
+    """10 fps video sampled at 2 fps: a 0.5 s GOP has a keyframe at every sample time, so the
+    decoder skips the rest; with a 2 s GOP it must keep decoding everything."""
+    path = make_video(tmp_path / "cam.mp4", seconds=4, fps=10, gop=gop)
+    src = StreamSource("sim", f"file://{path}", fps=FPS, size=16, realtime=False)
+    frames, modes = _frames_and_decode_modes(src)
+    assert expect in modes
+    if expect == "all":
+        assert modes == {"all"}
+    # Samples stay on the grid either way: one per 1/FPS of stream time.
+    assert 7 <= len(frames) <= 8, len(frames)
+    d = [b.pts_s - a.pts_s for a, b in zip(frames, frames[1:])]
+    assert all(abs(x - 1 / FPS) < 0.06 for x in d), d
+
+
+def test_decode_keyframes_and_all_give_the_same_samples_on_a_keyframe_grid(tmp_path):
+    path = make_video(tmp_path / "cam.mp4", seconds=3, fps=10, gop=5)
+    a, _ = _frames_and_decode_modes(StreamSource("a", f"file://{path}", fps=FPS, size=16,
+                                                 realtime=False, decode="all"))
+    k, modes = _frames_and_decode_modes(StreamSource("k", f"file://{path}", fps=FPS, size=16,
+                                                     realtime=False, decode="keyframes"))
+    assert modes == {"keyframes"}
+    assert [f.pts_s for f in a] == [f.pts_s for f in k]
+    for x, y in zip(a, k):  # keyframes decode to the same pixels
+        assert (x.rgb.astype(int) - y.rgb.astype(int)).__abs__().max() <= 2
+    with pytest.raises(ValueError, match="decode must be one of"):
+        StreamSource("bad", f"file://{path}", decode="some")
+
+
+def test_index_url_is_decoded_and_url_is_what_rows_point_at(tmp_path):
+    path = make_video(tmp_path / "sub.mp4", seconds=2, fps=10)
+    src = StreamSource("cam", "rtsp://127.0.0.1:1/main", index_url=f"file://{path}", fps=FPS,
+                       size=16, realtime=False)
+    segs, frames = [], []
+    for item in src.segments(threading.Event()):
+        if isinstance(item, Segment):
+            segs.append(item)
+            frames += list(item.frames)
+    assert len(frames) == 2 * FPS
+    assert [s.uri for s in segs] == ["rtsp://127.0.0.1:1/main"]
+    assert src.status()["index_url"] == f"file://{path}"

@@ -35,6 +35,16 @@ If the consumer falls behind, the queue (``queue_frames`` sampled frames) drops 
 frame rather than stopping the reader: for a live source, blocking would only move the loss
 into the network buffers and make every later frame late. Drops are counted in status.
 
+Decoding only what is needed (``decode``): at 1 sampled frame per second most decoded frames
+are thrown away. With ``auto`` (the default) the reader measures the stream's keyframe
+interval and, when keyframes come at least as often as samples are taken, tells the decoder to
+skip every non-key frame (libav's ``skip_frame``: a decoder setting, so nothing is corrupted,
+unlike dropping packets); it switches back to full decoding if the GOP grows. ``keyframes``
+forces it, ``all`` decodes everything. ``decode_threads`` (default 1) keeps many cameras from
+spawning a frame-thread pool each. ``index_url`` names a low-resolution substream to index
+(cameras offer one; we resize to the model's 224 px anyway) while ``url`` stays the stream
+that rows point at, for playback and recording.
+
 File URLs (``file:///x.mp4`` or a plain path) are paced in real time (like ``ffmpeg -re``),
 which simulates a camera; when the file ends the source ends (no reconnect).
 """
@@ -99,6 +109,8 @@ class _Reader(threading.Thread):
         self.opened_at: float | None = None
         self.last_decoded: float | None = None  # monotonic time of the last decoded frame
         self.dropped = 0
+        self.keyframes_only = False  # the decoder skips non-key frames (decode: auto|keyframes)
+        self.gop_s: float | None = None  # measured keyframe interval
 
     def abandon(self) -> None:
         self.abandoned.set()
@@ -131,7 +143,7 @@ class _Reader(threading.Thread):
         s = self.src
         container = None
         try:
-            container = av.open(s.url, mode="r", options=dict(s.options),
+            container = av.open(s.decode_url, mode="r", options=dict(s.options),
                                 timeout=(s.open_timeout_s, s.read_timeout_s))
             if self.abandoned.is_set():
                 return
@@ -140,7 +152,14 @@ class _Reader(threading.Thread):
                 self._put(("error", f"no video stream (found: {', '.join(kinds)})"))
                 return
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            if s.decode_threads != 1:
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = s.decode_threads  # 0 = libav's choice
+            else:
+                stream.codec_context.thread_count = 1
+            if s.decode_mode == "keyframes":
+                stream.codec_context.skip_frame = "NONKEY"
+                self.keyframes_only = True
             self.opened_at = time.monotonic()
             self._put(("open", None))
             self._loop(container, stream)
@@ -167,9 +186,21 @@ class _Reader(threading.Thread):
         anchor = None  # wall clock of pts_s == 0
         index = 0
         pace0 = time.monotonic() if s.realtime else None
+        period = 1.0 / fps
+        last_key = None  # pts (s) of the last keyframe packet, for decode: auto
         for packet in container.demux(stream):
             if self.abandoned.is_set():
                 return
+            if s.decode_mode == "auto" and packet.is_keyframe and packet.pts is not None:
+                kt = float(packet.pts * packet.time_base)
+                if last_key is not None and kt > last_key:
+                    self.gop_s = kt - last_key
+                    only = self.gop_s <= period * 1.05 + _EPS if not self.keyframes_only \
+                        else self.gop_s <= period * 1.5
+                    if only != self.keyframes_only:
+                        stream.codec_context.skip_frame = "NONKEY" if only else "DEFAULT"
+                        self.keyframes_only = only
+                last_key = kt
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as e:  # corrupt packet: the decoder resyncs
@@ -223,19 +254,30 @@ class StreamSource:
 
     CONFIG_KEYS = ("fps", "size", "open_timeout_s", "read_timeout_s", "backoff_initial_s",
                    "backoff_max_s", "options", "stall_timeout_s", "resync_s", "queue_frames",
-                   "realtime")
+                   "realtime", "index_url", "decode", "decode_threads")
+    DECODE_MODES = ("auto", "all", "keyframes")
 
     def __init__(self, name: str, url: str, fps: float = 1.0, size=224,
                  open_timeout_s: float = 10, read_timeout_s: float = 10,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30,
                  options: dict | None = None, stall_timeout_s: float = 15,
-                 resync_s: float = 5.0, queue_frames: int = 256, realtime: bool | None = None):
+                 resync_s: float = 5.0, queue_frames: int = 256, realtime: bool | None = None,
+                 index_url: str | None = None, decode: str = "auto", decode_threads: int = 1):
         if not fps or fps <= 0:
             raise ValueError(f"source {name!r}: fps must be > 0, got {fps!r}")
+        if decode not in self.DECODE_MODES:
+            raise ValueError(f"source {name!r}: decode must be one of {', '.join(self.DECODE_MODES)}, "
+                             f"got {decode!r}")
+        if int(decode_threads) < 0:
+            raise ValueError(f"source {name!r}: decode_threads must be >= 0, got {decode_threads!r}")
+        self.decode_mode = decode
+        self.decode_threads = int(decode_threads)
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"source {name!r}: options must be a mapping of libav options")
         self.name = name
         self.url = os.fspath(url)
+        self.index_url = os.fspath(index_url) if index_url else None
+        self.decode_url = self.index_url or self.url  # what the reader opens
         self.fps = float(fps)
         self.size = size
         if size is None:
@@ -248,15 +290,16 @@ class StreamSource:
         self.read_timeout_s = float(read_timeout_s)
         self.backoff_initial_s = float(backoff_initial_s)
         self.backoff_max_s = float(backoff_max_s)
-        self.options = {**default_options(self.url), **{k: str(v) for k, v in (options or {}).items()}}
+        self.options = {**default_options(self.decode_url),
+                        **{k: str(v) for k, v in (options or {}).items()}}
         # A stall shorter than the sampling period would fire between sampled frames.
         self.stall_timeout_s = float(stall_timeout_s)
         self.resync_s = float(resync_s)
         self.queue_frames = max(int(queue_frames), 1)
-        self.finite = _scheme(self.url) == "file"
+        self.finite = _scheme(self.decode_url) == "file"
         self.realtime = self.finite if realtime is None else bool(realtime)
         self._display = _redact(self.url)
-        self._binds_locally = _scheme(self.url) in ("udp", "rtp")
+        self._binds_locally = _scheme(self.decode_url) in ("udp", "rtp")
 
         self._lock = threading.Lock()
         self._state = "idle"
@@ -296,6 +339,9 @@ class StreamSource:
                 "backoff_s": round(self._backoff_s, 3),
                 "down_since": self._down_since,
                 "url": self._display,
+                "index_url": _redact(self.index_url) if self.index_url else None,
+                "decode": ("keyframes" if r is not None and r.keyframes_only else "all"),
+                "gop_s": (round(r.gop_s, 3) if r is not None and r.gop_s else None),
             }
 
     # -- main loop ----------------------------------------------------------------------
