@@ -4,11 +4,12 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/python -m pip -q --disable-pip-version-check
 DEPS    := $(VENV)/.deps-installed
 BUILT   := $(VENV)/.core-built
+LOCK    := requirements.lock
 TORCH   ?= torch==2.13.0
 SHELL   := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: venv build test test-deps test-fast demo bench clean
+.PHONY: venv build wheel lock test test-deps test-fast demo bench clean
 
 venv: $(DEPS)
 
@@ -16,12 +17,26 @@ $(PY):
 	python3 -m venv $(VENV)
 
 # torch first and pinned: a plain 'torch' requirement would pull gigabytes of CUDA wheels.
-$(DEPS): requirements.txt | $(PY)
+# Then exactly the versions in requirements.lock (--no-deps: nothing that the lock does not name
+# gets in; pip check proves the lock is complete).
+$(DEPS): $(LOCK) | $(PY)
 	$(PIP) install $(TORCH) 2>&1 | sed "/^WARNING: Location/d"
 	$(PY) -c "import torch" 
-	$(PIP) install -r requirements.txt 2>&1 | sed "/^WARNING: Location/d"
+	$(PIP) install --no-deps -r $(LOCK) 2>&1 | sed "/^WARNING: Location/d"
+	$(PY) -m pip check
 	$(PY) -c "import transformers, lancedb, av, watchdog, pybind11, pytest"
 	touch $@
+
+# requirements.lock: exact versions of everything requirements.txt pulls, resolved together with
+# $(TORCH) so that torch's own dependencies (sympy, filelock, ...) are pinned too, while torch
+# itself (and pip) stay out of the lock: torch is installed first, above. Run after editing
+# requirements.txt; keeps the existing pins that still fit (make lock LOCKFLAGS=--upgrade: newest).
+lock: | $(PY)
+	$(PY) -c "import piptools" 2>/dev/null || $(PIP) install pip-tools
+	echo "$(TORCH)" | CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet \
+	    $(LOCKFLAGS) --strip-extras --unsafe-package torch --unsafe-package pip \
+	    --no-emit-index-url --no-emit-find-links --output-file $(LOCK) requirements.txt -
+	! grep -iE "^nvidia-" $(LOCK)
 
 # Builds pystream._core through CMake (setup.py) and installs the package in editable mode.
 $(BUILT): $(DEPS) setup.py CMakeLists.txt $(wildcard csrc/*)
@@ -30,6 +45,11 @@ $(BUILT): $(DEPS) setup.py CMakeLists.txt $(wildcard csrc/*)
 	touch $@
 
 build: $(BUILT)
+
+# A wheel of the package (C++ core included) in dist/; `pip install dist/pystream-*.whl` after
+# torch. tests/test_package.py builds one the same way and installs it into a scratch venv.
+wheel: $(BUILT)
+	$(PIP) wheel --no-build-isolation --no-deps -w dist .
 
 # vlc (RTSP server) and ffmpeg (UDP/HLS senders) from Debian, for the live-stream tests.
 test-deps:

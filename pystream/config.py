@@ -18,7 +18,15 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+def _default_config_path() -> Path:
+    """config/default.yaml: the copy packaged into the wheel (setup.py's build_py puts it at
+    pystream/_data/default.yaml) when installed, else the source checkout's own file."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_data" / "default.yaml"
+    return packaged if packaged.is_file() else here.parent / "config" / "default.yaml"
+
+
+DEFAULT_CONFIG = _default_config_path()
 SYSTEM_CONFIG = Path("/etc/pystream/config.yaml")
 
 
