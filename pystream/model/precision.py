@@ -49,6 +49,11 @@ def autocast(precision: str, device):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
+def full_precision(device):
+    """Turns autocast off inside (the projection head: embeddings are stored in fp32)."""
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
 def with_bf16_linears(model):
     """A ClipVideoModel sharing everything with ``model`` except the vision tower's linear
     layers, whose weights are bf16 copies. Under autocast a linear would otherwise cast its fp32

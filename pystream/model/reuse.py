@@ -131,41 +131,37 @@ def _reuse_round(model, h0: torch.Tensor, streams: List[str], k: int, state: Reu
     d = C // H
 
     # Gate: which positions each frame recomputes (CLS always; everything for a new stream or
-    # on a refresh).
-    have = [s in state.streams and state.streams[s]["age"] < refresh for s in streams]
-    dyn = torch.ones(Fn, N, dtype=torch.bool, device=dev)
-    cached = [state.streams[s] if hv else None for s, hv in zip(streams, have)]
-    for i, c in enumerate(cached):
-        if c is None:
-            continue
-        x = h0[i * k:(i + 1) * k].float()
-        ref = c["ref"].float()
-        rel = (x - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-6)
-        dyn[i * k:(i + 1) * k] = rel > thr
-    dyn[:, 0] = True
-    if not all(have):  # streams without a cache: the cache content is irrelevant (all dynamic)
-        like = next((c for c in cached if c is not None), None)
-        for i, c in enumerate(cached):
-            if c is None:
-                cached[i] = _empty_cache(len(layers), N, C, h0.dtype, dev, like)
+    # on a refresh). The streams' caches are stacked once per round: [S, ...].
+    have = torch.tensor([s in state.streams and state.streams[s]["age"] < refresh
+                         for s in streams], device=dev)
+    like = next((state.streams[s] for s in streams if s in state.streams), None)
+    cached = [state.streams[s] if bool(hv) else _empty_cache(len(layers), N, C, h0.dtype, dev, like)
+              for s, hv in zip(streams, have.tolist())]
+    ref = torch.stack([c["ref"] for c in cached]).float()  # [S, N, C]
+    Kc = torch.stack([c["k"] for c in cached])  # [S, L, N, C]
+    Vc = torch.stack([c["v"] for c in cached])
+    Oc = torch.stack([c["out"] for c in cached])  # [S, N, C]
+    x0 = h0.float().view(S, k, N, C)
+    rel = (x0 - ref[:, None]).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-6)[:, None]
+    dyn = (rel > thr) | ~have.view(S, 1, 1)
+    dyn[..., 0] = True
+    dyn = dyn.view(Fn, N)
 
     fidx, pidx = dyn.nonzero(as_tuple=True)  # flat list of recomputed (frame, position)
     counts = dyn.sum(1)
     D = int(counts.max())
     slot = torch.arange(fidx.numel(), device=dev) - torch.repeat_interleave(
         torch.cumsum(counts, 0) - counts, counts)  # position of each token within its frame
-    qmask = torch.zeros(Fn, D, dtype=torch.bool, device=dev)
-    qmask[fidx, slot] = True
-    frame_stream = torch.arange(S, device=dev).repeat_interleave(k)
 
     x = h0[fidx, pidx]  # [T, C]: the only tokens that go through the linear layers
+    last_k = last_v = None
     new_k, new_v = [], []
     for li, layer in enumerate(layers):
         a = layer.self_attn
         y = layer.layer_norm1(x)
         q, kk, vv = a.q_proj(y), a.k_proj(y), a.v_proj(y)
-        K = torch.stack([c["k"][li] for c in cached])[frame_stream].to(kk.dtype)  # [F, N, C]
-        V = torch.stack([c["v"][li] for c in cached])[frame_stream].to(vv.dtype)
+        K = Kc[:, li].to(kk.dtype).repeat_interleave(k, 0)  # [F, N, C], then the fresh keys
+        V = Vc[:, li].to(vv.dtype).repeat_interleave(k, 0)
         K[fidx, pidx] = kk
         V[fidx, pidx] = vv
         Q = q.new_zeros(Fn, D, C)
@@ -176,31 +172,32 @@ def _reuse_round(model, h0: torch.Tensor, streams: List[str], k: int, state: Reu
         o = o.transpose(1, 2).reshape(Fn, D, C)[fidx, slot]
         x = x + a.out_proj(o)
         x = x + layer.mlp(layer.layer_norm2(x))
-        new_k.append(K)
-        new_v.append(V)
-    outs = torch.stack([c["out"] for c in cached])[frame_stream].to(x.dtype)
+        last = K.view(S, k, N, C)[:, -1], V.view(S, k, N, C)[:, -1]  # what each last frame saw
+        new_k.append(last[0])
+        new_v.append(last[1])
+        last_k = K
+    outs = Oc.to(x.dtype).repeat_interleave(k, 0)
     outs[fidx, pidx] = x
-    keys = new_k[-1].view(Fn, N, H, d).mean(2)
+    keys = last_k.view(Fn, N, H, d).mean(2)
 
     # The state after the chunk is what its last frame saw.
-    last = torch.arange(S, device=dev) * k + (k - 1)
+    nk, nv = torch.stack(new_k, 1), torch.stack(new_v, 1)  # [S, L, N, C]
+    lastf = torch.arange(S, device=dev) * k + (k - 1)
+    m = dyn[lastf]  # [S, N]
+    new_ref = torch.where(m[..., None], h0[lastf].float(), ref).to(h0.dtype)
+    new_out = outs[lastf]
+    block = dyn.view(S, k, N)[..., 1:]
+    reused = (~block).sum((1, 2)).tolist()
     for i, s in enumerate(streams):
-        f = int(last[i])
-        ref = cached[i]["ref"].clone() if have[i] else h0[f].clone()
-        m = dyn[f]
-        ref[m] = h0[f][m].to(ref.dtype)
         prev = state.streams.get(s)
         state.streams[s] = {
-            "ref": ref,
-            "k": torch.stack([K_[f] for K_ in new_k]),
-            "v": torch.stack([V_[f] for V_ in new_v]),
-            "out": outs[f].clone(),
-            "age": (prev["age"] + 1) if (prev is not None and have[i]) else 1,
+            "ref": new_ref[i].clone(), "k": nk[i].clone(), "v": nv[i].clone(),
+            "out": new_out[i].clone(),
+            "age": (prev["age"] + 1) if (prev is not None and bool(have[i])) else 1,
         }
         n = state.counts.setdefault(s, [0, 0])
-        block = dyn[i * k:(i + 1) * k, 1:]
-        n[0] += block.numel()
-        n[1] += int((~block).sum())
+        n[0] += k * (N - 1)
+        n[1] += int(reused[i])
     return outs, keys
 
 

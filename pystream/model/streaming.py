@@ -246,9 +246,12 @@ class StreamingEncoder:
         if self.schedule.enabled:
             t = m.run_layers(t, self.chunk_stop, len(m.layers), self.schedule,
                              last_group=n_chunks if short else None)
-            vecs = m.head(t, n_chunks * self.chunk_frames)
+            with _precision.full_precision(self.device):
+                vecs = m.head(Tokens(t.h.float(), t.sizes, t.n_cls, t.frames, t.times),
+                              n_chunks * self.chunk_frames)
         else:
-            feats = m.clip.visual_projection(m.vision.post_layernorm(t.h))
+            with _precision.full_precision(self.device):
+                feats = m.clip.visual_projection(m.vision.post_layernorm(t.h.float()))
             vecs = F.normalize(feats.reshape(S, -1, feats.shape[-1]).mean(1), dim=-1)
             t = join_clips(t, n_chunks)
         out = []

@@ -109,6 +109,7 @@ class _Reader(threading.Thread):
         self.opened_at: float | None = None
         self.last_decoded: float | None = None  # monotonic time of the last decoded frame
         self.dropped = 0
+        self.resize_cpu_s = 0.0  # CPU seconds in libav's scale + RGB conversion (benchmarks)
         self.keyframes_only = False  # the decoder skips non-key frames (decode: auto|keyframes)
         self.gop_s: float | None = None  # measured keyframe interval
 
@@ -232,7 +233,9 @@ class _Reader(threading.Thread):
                 now = time.time()
                 if anchor is None or anchor + pts_s > now or anchor + pts_s < now - s.resync_s:
                     anchor = now - pts_s
+                c0 = time.thread_time()
                 rgb = frame.reformat(width=s._w, height=s._h, format="rgb24").to_ndarray()
+                self.resize_cpu_s += time.thread_time() - c0
                 self._put(("frame", Frame(index=index, pts_s=pts_s, t=anchor + pts_s, rgb=rgb)))
                 index += 1
         self._put(("end", "stream ended (end of file or server closed it)"))
@@ -342,6 +345,7 @@ class StreamSource:
                 "index_url": _redact(self.index_url) if self.index_url else None,
                 "decode": ("keyframes" if r is not None and r.keyframes_only else "all"),
                 "gop_s": (round(r.gop_s, 3) if r is not None and r.gop_s else None),
+                "resize_cpu_s": round(r.resize_cpu_s, 3) if r is not None else 0.0,
             }
 
     # -- main loop ----------------------------------------------------------------------
