@@ -353,7 +353,7 @@ class Archive:
 
         size = int(model.image_size)
         # Squashed to the model's square input, as the decoder does for video frames.
-        resized = np.asarray(Image.fromarray(rgb, "RGB").resize((size, size), Image.BICUBIC))
+        resized = np.array(Image.fromarray(rgb, "RGB").resize((size, size), Image.BICUBIC))
         with torch.no_grad():
             pixels = model.preprocess(resized[None])
             feats = torch.nn.functional.normalize(model.encode_images(pixels), dim=-1)

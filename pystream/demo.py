@@ -155,8 +155,7 @@ def _wait_and_report(ix, pusher, n_files):
 def _search(cfg, model, truth, pusher):
     import pystream
 
-    encode = lambda texts: model.encode_text(list(texts)).detach().cpu().numpy()  # noqa: E731
-    arc = pystream.open(cfg.archive, text_encoder=encode)
+    arc = pystream.open(cfg.archive, model=model)  # the loaded model; by default the recorded one
     print(f"      {arc.count()} rows in the archive: {arc.stats().get('rows_per_source')}")
     live_truth = [("live-cam", pusher.t0 + s, pusher.t0 + e, c) for s, e, c in pusher.events] \
         if pusher.t0 else []
