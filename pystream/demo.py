@@ -9,7 +9,8 @@ Everything runs offline on this machine:
 4. search the live archive for several captions and print source, seconds, score, and whether
    the hit overlaps the ground-truth event; then stop cleanly.
 
-    python -m pystream.demo [--out demo_data] [--live-seconds 60] [--model shipped]
+    python -m pystream.demo                   # what `make demo` runs (about 3 minutes)
+    python -m pystream.demo --out demo_data --files 1 --file-seconds 16 --live-seconds 16
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """HTTP API (FastAPI): live search over the archive, status, Prometheus metrics, health.
 
-    GET /search?q=white+van&k=10&source=gate&since=...&until=...&level=0
-    GET /thumb/{id}            JPEG thumbnail of a clip
+    GET /search?q=a+red+circle&k=10&source=recordings&since=1700000000&level=0
+    GET /thumb/{id}            JPEG thumbnail of a clip (an id from /search)
     GET /status                the indexer's status (JSON, as `pystream status --json`)
     GET /metrics               Prometheus exposition
     GET /healthz               200 when the indexer is running (or the status file is fresh)

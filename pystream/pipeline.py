@@ -1,7 +1,13 @@
 """The indexing engine: sources -> chunks -> one batched encoder -> one writer -> checkpoints.
 
-    indexer = Indexer(config)          # loads the model, opens archive + checkpoints
-    indexer.run()                      # until stop() (SIGTERM) or every source is exhausted
+    from pystream import Indexer, load_config
+
+    config = load_config("config.yaml")   # or parse_config({...}); see config/default.yaml
+    indexer = Indexer(config)             # loads the model, opens archive + checkpoints
+    indexer.start()                       # sources run until stop() (SIGTERM) or exhausted
+    print(indexer.status()["sources"])    # what `pystream status` shows
+    indexer.stop()
+    indexer.wait()                        # drain, commit, checkpoint; returns an exit code
 
 Threads and why:
 - one thread per source pulls Segments (decoding happens there, in libav, off the GIL) and cuts
