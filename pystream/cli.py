@@ -348,6 +348,11 @@ def cmd_serve(args) -> int:
     cfg = _config(args.config, archive=args.archive, state_dir=args.state_dir)
     setup_logging(cfg.log.level, cfg.log.format)
     app = create_app(_open_archive(cfg, model=args.model), lambda: read_status(cfg.state_dir))
+    # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then re-raises the signal to the
+    # handler that was installed before it: make that one a no-op so a stop exits 0, as
+    # `watch` does (not "killed by SIGTERM").
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: None)
     uvicorn.run(app, host=args.host or cfg.http.host, port=args.port or cfg.http.port,
                 log_level="warning")
     return 0
