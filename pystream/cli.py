@@ -293,17 +293,14 @@ def cmd_thumbnail(args) -> int:
 
 
 def _time_arg(v):
+    from .archive import to_timestamp
+
     if v is None:
         return None
     try:
-        return float(v)
-    except ValueError:
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(v).timestamp()
-        except ValueError:
-            raise CliError(f"bad time {v!r}: give epoch seconds or an ISO time") from None
+        return to_timestamp(v)
+    except ValueError as e:
+        raise CliError(f"bad time: {e}") from None
 
 
 # ----------------------------------------------------------------------------- status

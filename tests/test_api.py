@@ -277,3 +277,42 @@ def test_index_function(tmp_path, model, model_dir):
         pystream.index(videos, archive=tmp_path / "x", source="a|b")
     with pytest.raises(TypeError, match="model must be"):
         pystream.index(videos, archive=tmp_path / "x", model=3.5)
+
+
+# ----------------------------------------------------------------------------- CLI and HTTP
+
+def test_cli_thumbnail_uses_the_archive(built, tmp_path, capsys):
+    from pystream import cli
+
+    path, rows, _ = built
+    out = tmp_path / "t.jpg"
+    assert cli.main(["thumbnail", rows[0].row_id(), "--archive", path, "-o", str(out)]) == 0
+    assert out.read_bytes()[:2] == b"\xff\xd8"
+    assert cli.main(["thumbnail", "nope|0|1", "--archive", path]) == 2
+    assert "no clip with id 'nope|0|1'" in capsys.readouterr().err
+    assert cli.main(["thumbnail", rows[-1].row_id(), "--archive", path]) == 2
+    assert "has no thumbnail" in capsys.readouterr().err
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # `search` sets up its own logging
+    try:
+        assert cli.main(["search", "x", "--archive", path, "--since", "soon"]) == 2
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert "ISO 8601" in capsys.readouterr().err
+
+
+def test_http_reports_a_model_mismatch(built):
+    from fastapi.testclient import TestClient
+
+    from pystream.http import create_app
+
+    path, rows, _ = built
+    client = TestClient(create_app(pystream.open(path, model="shipped"), lambda: None))
+    r = client.get("/search", params={"q": "a red circle"})
+    assert r.status_code == 503 and "128-dimensional" in r.json()["detail"]
+    client = TestClient(create_app(pystream.open(path), lambda: None))
+    hits = client.get("/search", params={"q": "a red circle", "k": 2}).json()["hits"]
+    assert hits[0]["id"] == rows[0].row_id() and "thumbnail" not in hits[0]
+    assert client.get(hits[0]["thumbnail_url"]).content[:2] == b"\xff\xd8"
