@@ -215,7 +215,8 @@ def cmd_index(args) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]indexing"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+    with Progress(TextColumn("[bold]indexing"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} frames"),
                   TextColumn("{task.fields[rows]} rows"), TimeRemainingColumn(),
                   transient=not sys.stderr.isatty(), disable=args.quiet) as bar:
         task = bar.add_task("index", total=None, rows=0)

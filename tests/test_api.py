@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pystream
-from pystream.archive import ClipNotFoundError, Hit, ModelMismatchError, NoEncoderError, to_timestamp
+from pystream.archive import ClipNotFoundError, Hit, ModelMismatchError, to_timestamp
 from pystream.store import MODEL_KEY, ClipRow, ClipWriter, clip_id, make_thumbnail, portable_model_ref
 from test_pipeline_fixtures import REPO, env_for_subprocess, make_model_dir, write_video
 
@@ -129,7 +129,8 @@ def test_writer_records_the_model_portably(tmp_path, model_dir):
 
     table.add(pa.table({"id": ["x"], "source": ["s"], "uri": ["u"], "level": pa.array([0], pa.int8()),
                         "start": [0.0], "end": [1.0], "model": ["from-column"],
-                        "vector": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 0, 0, 0], pa.float32()), 4),
+                        "vector": pa.FixedSizeListArray.from_arrays(
+                            pa.array([1.0, 0, 0, 0], pa.float32()), 4),
                         "thumbnail": pa.array([None], pa.binary()), "created": [0.0]},
                        schema=clip_schema(4)))
     assert pystream.open(tmp_path / "old").recorded_model == "from-column"

@@ -10,8 +10,9 @@ Each one runs in a workspace that looks like a user's directory: videos/ (two sh
 recordings), config/ (the repository's), config.yaml (README's), with `pystream`,
 `pystreamd` and `python` on PATH (the same entry points setup.py installs). A few examples
 cannot run inside a test (they install a system service, or are the test command itself):
-they are listed in NOT_RUN_BLOCKS / NOT_RUN_LINES with the reason, and checked as far as a test can; a new example
-that is neither run nor listed fails test_every_example_is_accounted_for.
+they are listed in NOT_RUN_BLOCKS / NOT_RUN_LINES with the reason, and checked as far as a
+test can. A new example is collected and run automatically; a stale NOT_RUN entry fails
+test_every_example_is_accounted_for.
 """
 
 from __future__ import annotations
