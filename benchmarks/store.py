@@ -32,7 +32,7 @@ import lancedb  # noqa: E402
 from lancedb.index import Bitmap, BTree, IvfPq  # noqa: E402
 
 from pystream import archive  # noqa: E402
-from pystream.index import ClipRow, ClipWriter, clip_id, clip_schema, vector_index_params  # noqa: E402
+from pystream.store import ClipRow, ClipWriter, clip_id, clip_schema, vector_index_params  # noqa: E402
 
 DIM = 512
 K = 10
@@ -128,7 +128,7 @@ def latency_and_recall(arc, queries, truth_ids, nprobes, refine):
     latencies, recalls = [], []
     for q, truth in zip(queries, truth_ids):
         t0 = time.perf_counter()
-        hits = arc.query(q).where(level=None).limit(K).nprobes(nprobes).refine_factor(refine).to_list()
+        hits = arc.query(q).where(level=None).limit(K).nprobes(nprobes).refine_factor(refine).to_hits()
         latencies.append((time.perf_counter() - t0) * 1000)
         recalls.append(len({h.id for h in hits} & truth) / K)
     return np.percentile(latencies, 50), np.percentile(latencies, 95), float(np.mean(recalls))
@@ -183,7 +183,7 @@ def bench_size(n: int, root: str) -> dict:
     t0 = time.perf_counter()
     for q in queries[:50]:
         arc.query(q).where(sources=["cam03"], since=t_mid, until=t_mid + 3600).limit(K) \
-            .nprobes(nprobes).refine_factor(refine).to_list()
+            .nprobes(nprobes).refine_factor(refine).to_hits()
     filtered_ms = (time.perf_counter() - t0) * 1000 / 50
     print(f"n={n} chosen nprobes={nprobes} refine={refine}: p50={p50:.2f} ms p95={p95:.2f} ms "
           f"recall@10={recall:.3f}; filtered (1 source, 1 h) mean {filtered_ms:.2f} ms", flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pystreamd: the pystream indexing daemon, for systemd (see daemon/README.md).
 
-    pystreamd [-c /etc/pystream/config.yaml]
+    pystreamd -c config.yaml          # default: $PYSTREAM_CONFIG, else /etc/pystream/config.yaml
 
 Loads and validates the config (PYSTREAM_CONFIG or -c, default /etc/pystream/config.yaml), runs
 the indexer and the HTTP API, logs JSON lines to stderr (journald), tells systemd READY=1 once

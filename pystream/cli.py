@@ -1,14 +1,20 @@
-"""Command line: `pystream watch | index | search | status | serve` (also `python -m pystream`).
+"""Command line: `pystream watch | index | search | thumbnail | status | serve` (also
+`python -m pystream`).
 
-    pystream watch  -c config.yaml                 run the configured sources (foreground)
-    pystream index  PATH... [--archive DIR]        index files / folders once, resumable
-    pystream search "white van" [-k 10] [--json]   query the archive
-    pystream status [--state-dir DIR] [--json]     per source: state, lag, fps, rows, errors
-    pystream serve  -c config.yaml                 HTTP API only (search, status, metrics)
+    pystream index videos --archive pystream-data/archive      # files / folders, once, resumable
+    pystream search "a red circle" --archive pystream-data/archive -k 3 --json
+    pystream watch -c config.yaml                 # run the configured sources (foreground)
+    pystream status --state-dir pystream-data/state --json   # per source: state, lag, rows, errors
+    pystream serve -c config.yaml                 # HTTP API only (search, status, metrics)
 
+Search loads the model recorded with the archive (the one that indexed it); --model overrides.
 The daemon entry point `pystreamd` (daemon/pystreamd.py) is `run_service` below with the system
-config path and systemd notification. Expected failures (bad config, missing archive, a model
-that cannot load) print one clear line and exit 2, without a traceback.
+config path and systemd notification.
+
+Exit status: 0 done; 2 a problem a retry cannot fix (bad configuration or arguments, missing
+archive, a model that cannot load), printed as one clear line without a traceback; 1 anything
+else, including transient I/O errors (a disk, a network share, S3), so that systemd restarts
+the daemon (daemon/pystream.service: Restart=on-failure, RestartPreventExitStatus=2).
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ from .config import Config, ConfigError, load_config
 
 log = logging.getLogger("pystream")
 
-VIDEO_PATTERNS = ("*.mp4", "*.mkv", "*.ts", "*.mov", "*.avi", "*.webm", "*.m4v")
+EXIT_CONFIG = 2  # a restart cannot fix it (systemd: RestartPreventExitStatus=2)
+EXIT_TRANSIENT = 1  # a restart may fix it (I/O, network): systemd restarts
 
 
 class CliError(Exception):
-    """An expected failure: printed as one line, exit status 2."""
+    """An expected failure: printed as one line, without a traceback. `code` is the exit
+    status: 2 for what a retry cannot fix, 1 for a transient failure."""
+
+    def __init__(self, message: str, code: int = EXIT_CONFIG):
+        super().__init__(message)
+        self.code = code
 
 
 # ----------------------------------------------------------------------------- logging
@@ -78,48 +90,31 @@ def _load_model(cfg: Config):
         transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars on every run
         return load_video_model(cfg)
     except ModelLoadError as e:
-        raise CliError(str(e)) from None
+        raise CliError(str(e), EXIT_TRANSIENT if e.transient else EXIT_CONFIG) from None
 
 
-def _open_archive(cfg: Config, text_encoder=None):
+def _open_archive(cfg: Config, model=None):
+    """The archive for search / serve. model=None: the model recorded with the archive."""
     import pystream
 
-    return pystream.open(cfg.archive, table=cfg.table, text_encoder=text_encoder)
+    return pystream.open(cfg.archive, table=cfg.table, model=model, device=cfg.device)
 
 
-class LazyTextEncoder:
-    """Loads the model on the first text query (serve starts fast; search loads once)."""
+def startup_error(e: BaseException) -> CliError | None:
+    """Classify a failure to start the indexer: CliError(code 2) for what a restart cannot fix
+    (configuration, a model that cannot load, an archive made by another model), CliError(code 1)
+    for transient I/O (disk, network share, S3), None for a bug (shown with its traceback)."""
+    from .model.loader import ModelLoadError
 
-    def __init__(self, cfg: Config, model=None):
-        self.cfg, self._model, self._lock = cfg, model, threading.Lock()
-
-    def __call__(self, texts):
-        with self._lock:
-            if self._model is None:
-                self._model = _load_model(self.cfg)
-        import torch
-
-        with torch.no_grad():  # grad mode is per thread: HTTP threads have it on
-            return self._model.encode_text(list(texts)).detach().cpu().numpy()
-
-
-def _expand(paths) -> list[str]:
-    import fnmatch
-
-    out = []
-    for p in paths:
-        path = Path(p).expanduser()
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and any(fnmatch.fnmatch(f.name.lower(), pat) for pat in VIDEO_PATTERNS):
-                    out.append(str(f.resolve()))
-        elif path.is_file():
-            out.append(str(path.resolve()))
-        else:
-            raise CliError(f"{p}: no such file or directory")
-    if not out:
-        raise CliError("no video files found in " + ", ".join(map(str, paths)))
-    return out
+    if isinstance(e, ModelLoadError):
+        return CliError(f"cannot start the indexer: {e}",
+                        EXIT_TRANSIENT if e.transient else EXIT_CONFIG)
+    if isinstance(e, OSError):  # before ValueError: some I/O errors are both
+        return CliError(f"cannot start the indexer (will be retried): {type(e).__name__}: {e}",
+                        EXIT_TRANSIENT)
+    if isinstance(e, ValueError):
+        return CliError(f"cannot start the indexer: {e}", EXIT_CONFIG)
+    return None
 
 
 # ----------------------------------------------------------------------------- watch / daemon
@@ -166,16 +161,16 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
         try:
             ix = Indexer(cfg)
         except Exception as e:
-            from .model.loader import ModelLoadError
-            if isinstance(e, (ModelLoadError, ValueError, OSError)):
-                raise CliError(f"cannot start the indexer: {e}") from None
-            raise
+            error = startup_error(e)
+            if error is None:
+                raise
+            raise error from None
         current["ix"] = ix
         ix.batch_latency_observer = metrics.observe_batch
         if stop.is_set():
             ix.stop()
         if server is None and cfg.http.enabled:
-            archive = _open_archive(cfg, LazyTextEncoder(cfg, ix.model))
+            archive = _open_archive(cfg, model=ix.model)  # text queries share the loaded model
             server = serve_in_thread(create_app(archive, get_status, metrics),
                                      cfg.http.host, cfg.http.port)
             log.info("HTTP API on http://%s:%d", cfg.http.host, cfg.http.port)
@@ -208,101 +203,105 @@ def cmd_watch(args) -> int:
 # ----------------------------------------------------------------------------- index
 
 def cmd_index(args) -> int:
-    from .decode import DecodeError, probe
-    from .pipeline import Indexer
-    from .sources import make_source
-    from .status import StatusReporter
+    from .indexing import index, video_files
 
-    files = _expand(args.paths)
-    cfg = _config(args.config, archive=args.archive, model=args.model,
-                  state_dir=args.state_dir or _index_state_dir(args), sample_fps=args.fps)
+    try:
+        files = video_files(args.paths)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
     setup_logging("WARNING" if not args.verbose else "INFO", "text")
-    cfg = cfg.model_copy(update={"sources": []})
-    model = _load_model(cfg)
-    sources = [make_source({"type": "file", "name": args.source, "path": f,
-                            "fps": cfg.sample_fps, "size": model.image_size}) for f in files]
-    total = 0
-    for f in files:
-        try:
-            d = probe(f).get("duration_s") or 0
-            total += int(d * cfg.sample_fps) + 1
-        except DecodeError:
-            pass
-    ix = Indexer(cfg, model=model, sources=sources)
-    done_before = ix.stats[args.source].files_done
-    reporter = StatusReporter(cfg.state_dir, ix.status).start()  # `pystream status` works too
-    signal.signal(signal.SIGINT, lambda *a: ix.stop())
-    signal.signal(signal.SIGTERM, lambda *a: ix.stop())
-    ix.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]indexing"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+    with Progress(TextColumn("[bold]indexing"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} frames"),
                   TextColumn("{task.fields[rows]} rows"), TimeRemainingColumn(),
                   transient=not sys.stderr.isatty(), disable=args.quiet) as bar:
-        task = bar.add_task("index", total=max(total, 1), rows=0)
-        while not ix._encoder_done.wait(0.25):
-            s = ix.status()["sources"][args.source]
-            bar.update(task, completed=s["frames"], rows=s["rows"])
-        code = ix.wait()
-        reporter.stop()
-        s = ix.status()["sources"][args.source]
-        bar.update(task, completed=max(total, s["frames"]), rows=s["rows"])
-    print(f"indexed {s['files_done'] - done_before} file(s) ({s['files_skipped']} already done), "
-          f"{s['rows']} rows in {cfg.archive}; {s['errors']} error(s)")
-    for e in s["events"]:
-        if e["kind"] == "error" and e.get("message"):
-            print(f"  error: {e['message']}", file=sys.stderr)
-    return code if not s["errors"] or s["rows"] else 1
+        task = bar.add_task("index", total=None, rows=0)
 
+        def progress(done, total, rows):
+            bar.update(task, completed=done, total=total, rows=rows)
 
-def _index_state_dir(args):
-    if args.archive:
-        return str(Path(args.archive).expanduser()).rstrip("/") + ".state"
-    return None
+        try:
+            result = index(files, args.archive, model=args.model, source=args.source,
+                           fps=args.fps, state_dir=args.state_dir, config=args.config,
+                           progress=progress, stop=stop)
+        except ConfigError:
+            raise
+        except Exception as e:
+            error = startup_error(e)
+            if error is None:
+                raise
+            raise error from None
+    print(result)
+    for message in result.error_messages:
+        print(f"  error: {message}", file=sys.stderr)
+    return result.exit_code
 
 
 # ----------------------------------------------------------------------------- search
 
 def cmd_search(args) -> int:
     from .archive import ArchiveNotFoundError, NoEncoderError
+    from .model.loader import ModelLoadError
     from .status import fmt_time
 
-    cfg = _config(args.config, archive=args.archive, model=args.model)
+    cfg = _config(args.config, archive=args.archive)
     setup_logging("WARNING", "text")
-    arc = _open_archive(cfg, LazyTextEncoder(cfg))
+    arc = _open_archive(cfg, model=args.model)
     try:
-        arc.table  # noqa: B018 - fail early and clearly on a missing archive, before loading the model
+        if args.model is None and arc.recorded_model is None:
+            arc = _open_archive(cfg, model=cfg.model)  # an archive that does not say: the config's
         hits = arc.search(args.query, k=args.k, sources=args.source or None,
                           since=_time_arg(args.since), until=_time_arg(args.until),
                           level=None if args.level < 0 else args.level)
     except ArchiveNotFoundError as e:
         raise CliError(str(e)) from None
-    except (NoEncoderError, RuntimeError, ValueError) as e:
+    except ModelLoadError as e:
+        raise CliError(f"search failed: {e}", EXIT_TRANSIENT if e.transient else EXIT_CONFIG) from None
+    except (NoEncoderError, RuntimeError, ValueError, TypeError) as e:
         raise CliError(f"search failed: {e}") from None
     if args.json:
-        print(json.dumps([dict(id=h.id, source=h.source, uri=h.uri, level=h.level, start=h.start,
-                               end=h.end, score=h.score, model=h.model) for h in hits], indent=1))
+        print(json.dumps([h.to_dict(thumbnail=False) for h in hits], indent=1))
         return 0
     if not hits:
         print("no results")
     for i, h in enumerate(hits, 1):
         print(f"{i:3d}  {h.score:6.3f}  {h.source:<16} {fmt_time(h.start)} - {fmt_time(h.end)}"
-              f"  {h.uri}")
+              f"  {h.uri}  {h.id}")
+    return 0
+
+
+def cmd_thumbnail(args) -> int:
+    from .archive import ArchiveNotFoundError, ClipNotFoundError
+
+    cfg = _config(args.config, archive=args.archive)
+    try:
+        jpeg = _open_archive(cfg).thumbnail(args.id)
+    except (ArchiveNotFoundError, ClipNotFoundError) as e:
+        raise CliError(str(e)) from None
+    if not jpeg:
+        raise CliError(f"clip {args.id!r} has no thumbnail")
+    out = args.output or (args.id.replace("|", "_").replace("/", "_") + ".jpg")
+    if out == "-":
+        sys.stdout.buffer.write(jpeg)
+    else:
+        Path(out).write_bytes(jpeg)
+        print(f"{out} ({len(jpeg)} bytes)")
     return 0
 
 
 def _time_arg(v):
+    from .archive import to_timestamp
+
     if v is None:
         return None
     try:
-        return float(v)
-    except ValueError:
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(v).timestamp()
-        except ValueError:
-            raise CliError(f"bad time {v!r}: give epoch seconds or an ISO time") from None
+        return to_timestamp(v)
+    except ValueError as e:
+        raise CliError(f"bad time: {e}") from None
 
 
 # ----------------------------------------------------------------------------- status
@@ -351,7 +350,12 @@ def cmd_serve(args) -> int:
 
     cfg = _config(args.config, archive=args.archive, state_dir=args.state_dir)
     setup_logging(cfg.log.level, cfg.log.format)
-    app = create_app(_open_archive(cfg, LazyTextEncoder(cfg)), lambda: read_status(cfg.state_dir))
+    app = create_app(_open_archive(cfg, model=args.model), lambda: read_status(cfg.state_dir))
+    # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then re-raises the signal to the
+    # handler that was installed before it: make that one a no-op so a stop exits 0, as
+    # `watch` does (not "killed by SIGTERM").
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: None)
     uvicorn.run(app, host=args.host or cfg.http.host, port=args.port or cfg.http.port,
                 log_level="warning")
     return 0
@@ -388,13 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("query")
     s.add_argument("-k", type=int, default=10)
-    s.add_argument("--model")
+    s.add_argument("--model", help="model for the query (default: the one that indexed the "
+                   "archive): 'shipped', a Hugging Face id or a model directory")
     s.add_argument("--source", action="append", help="only this source (repeatable)")
     s.add_argument("--since", help="epoch seconds or ISO time")
     s.add_argument("--until", help="epoch seconds or ISO time")
     s.add_argument("--level", type=int, default=0, help="0 windows, 1 coarse, -1 all")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_search)
+
+    t = sub.add_parser("thumbnail", help="write the JPEG thumbnail of a clip (id from search)")
+    common(t)
+    t.add_argument("id")
+    t.add_argument("-o", "--output", help="file to write ('-': stdout; default: ID.jpg)")
+    t.set_defaults(fn=cmd_thumbnail)
 
     st = sub.add_parser("status", help="per-source state of the running daemon")
     common(st, archive=False)
@@ -407,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--state-dir")
     sv.add_argument("--host")
     sv.add_argument("--port", type=int)
+    sv.add_argument("--model", help="model for text queries (default: the one that indexed "
+                    "the archive)")
     sv.set_defaults(fn=cmd_serve)
     return p
 
@@ -415,9 +428,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (CliError, ConfigError) as e:
+    except CliError as e:
         print(f"pystream: error: {e}", file=sys.stderr)
-        return 2
+        return e.code
+    except ConfigError as e:
+        print(f"pystream: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 
@@ -435,7 +451,7 @@ def daemon_main(argv=None) -> int:
         # One JSON line, so journald / log shippers see it like every other record.
         print(json.dumps({"ts": round(time.time(), 3), "level": "error", "logger": "pystreamd",
                           "msg": str(e)}), file=sys.stderr)
-        return 2
+        return e.code if isinstance(e, CliError) else EXIT_CONFIG
 
 
 def sd_notify(message: str) -> None:

@@ -2,11 +2,19 @@
 and the key (unknown keys are errors, not silently ignored: a typo like `stabel_s` would
 otherwise quietly run with the default).
 
-    cfg = load_config("/etc/pystream/config.yaml")     # raises ConfigError
+    from pystream.config import load_config
+
+    cfg = load_config("config/default.yaml")           # raises ConfigError, naming file and key
     cfg = load_config(None)                             # the embedded config/default.yaml
+    print(cfg.model, cfg.merge.preset, cfg.archive)
 
 Relative paths (archive, state_dir, folder paths) are taken relative to the current directory;
 the systemd unit uses absolute paths.
+
+YAML 1.1 (PyYAML) reads unquoted off / on / no / yes as booleans, so every choice whose
+spellings include one of them takes the boolean too (`merge: {preset: off}` works unquoted).
+A watched folder that does not exist (yet) is not an error here: an unmounted share is a
+runtime state ("waiting: folder missing" in `pystream status`), indexed once it appears.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 def _default_config_path() -> Path:
     """config/default.yaml: the copy packaged into the wheel (setup.py's build_py puts it at
@@ -30,8 +39,45 @@ DEFAULT_CONFIG = _default_config_path()
 SYSTEM_CONFIG = Path("/etc/pystream/config.yaml")
 
 
+# The one definition of the video files pystream picks up (folders, `pystream index DIR`).
+VIDEO_PATTERNS = ("*.mp4", "*.mkv", "*.ts", "*.mov", "*.avi", "*.webm", "*.m4v")
+
+# How YAML 1.1 spells booleans (PyYAML's resolver): what an unquoted enum value can turn into.
+YAML_BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the file and the key."""
+
+
+def _yaml_bool_to_choice(choices: tuple):
+    """A before-validator: a bool that YAML made of one of `choices` becomes that choice."""
+    by_bool = {}
+    for flag, words in YAML_BOOL_WORDS.items():
+        hits = [c for c in choices if isinstance(c, str) and c.lower() in words]
+        if len(hits) == 1:
+            by_bool[flag] = hits[0]
+
+    def convert(value):
+        if isinstance(value, bool) and value in by_bool:
+            return by_bool[value]
+        return value
+
+    return convert
+
+
+def Choice(*choices: str):  # noqa: N802 - used like a type: Choice("default", "fast", "off")
+    """Literal[choices], also accepting the boolean YAML reads an unquoted choice as."""
+    return Annotated[Literal[choices], BeforeValidator(_yaml_bool_to_choice(choices))]
+
+
+def _option_value(value):
+    """libav option values are strings; YAML gives numbers and booleans for unquoted ones."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
 
 
 class _Strict(BaseModel):
@@ -53,8 +99,7 @@ class _SourceBase(_Strict):
 class FolderSourceConfig(_SourceBase):
     type: Literal["folder"]
     path: str
-    patterns: List[str] = Field(default_factory=lambda: ["*.mp4", "*.mkv", "*.ts", "*.mov",
-                                                         "*.avi", "*.webm"])
+    patterns: List[str] = Field(default_factory=lambda: list(VIDEO_PATTERNS))
     recursive: bool = True
     poll: bool = False  # polling observer, for network filesystems (no inotify there)
     stable_s: float = Field(default=2.0, ge=0)  # size unchanged this long = file complete
@@ -63,23 +108,33 @@ class FolderSourceConfig(_SourceBase):
     ignore_hidden: bool = True  # dot-files: rsync/ffmpeg temp names
     # Start time of a recording: its container creation_time; without one, "zero"
     # (file-relative seconds) or "mtime" (mtime minus duration: it ended when last written).
-    fallback_start: Literal["zero", "mtime"] = "zero"
+    fallback_start: Choice("zero", "mtime") = "zero"
 
     @field_validator("path")
     @classmethod
-    def _folder_exists(cls, v: str) -> str:
+    def _folder_path(cls, v: str) -> str:
+        # A folder that does not exist yet (an unmounted share) is a runtime state, not a
+        # config error; something else at that path is.
+        if not v.strip():
+            raise ValueError("folder path is empty")
         p = Path(v).expanduser()
-        if not p.exists():
-            raise ValueError(f"folder {v!r} does not exist")
-        if not p.is_dir():
+        if p.exists() and not p.is_dir():
             raise ValueError(f"{v!r} is not a folder")
         return str(p.resolve())
+
+    @field_validator("patterns")
+    @classmethod
+    def _some_patterns(cls, v: List[str]) -> List[str]:
+        if not v or not all(isinstance(p, str) and p.strip() for p in v):
+            raise ValueError("patterns must be a non-empty list of glob patterns, e.g. ['*.mp4']")
+        return v
 
 
 class StreamSourceConfig(_SourceBase):
     type: Literal["stream"]
     url: str
-    options: Dict[str, str] = Field(default_factory=dict)  # libav options, e.g. rtsp_transport
+    # libav options, e.g. rtsp_transport: tcp (unquoted numbers / booleans become strings)
+    options: Dict[str, Annotated[str, BeforeValidator(_option_value)]] = Field(default_factory=dict)
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
     backoff_initial_s: float = Field(default=0.5, gt=0)
@@ -107,7 +162,7 @@ class FileSourceConfig(_SourceBase):
     type: Literal["file"]
     path: str
     start_time: Optional[float] = None  # seconds since the epoch; default: metadata / fallback
-    fallback_start: Literal["zero", "mtime"] = "zero"
+    fallback_start: Choice("zero", "mtime") = "zero"
 
     @field_validator("path")
     @classmethod
@@ -126,7 +181,7 @@ SourceConfig = Annotated[Union[FolderSourceConfig, StreamSourceConfig, FileSourc
 
 class MergeConfig(_Strict):
     """TempMe merge schedule: a preset plus optional overrides (see pystream.model.schedule)."""
-    preset: Literal["default", "fast", "off"] = "default"
+    preset: Choice("default", "fast", "off") = "default"
     imgme_r: Optional[int] = Field(default=None, ge=0)
     clip_groups: Optional[List[int]] = None
     cross_pct: Optional[int] = Field(default=None, ge=0, lt=100)
@@ -176,8 +231,8 @@ class MetricsConfig(_Strict):
 
 
 class LogConfig(_Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["json", "text"] = "json"
+    level: Choice("DEBUG", "INFO", "WARNING", "ERROR") = "INFO"
+    format: Choice("json", "text") = "json"
 
     @field_validator("level", mode="before")
     @classmethod
@@ -209,6 +264,8 @@ class Config(_Strict):
     @field_validator("merge", mode="before")
     @classmethod
     def _preset_string(cls, v):
+        if v is False:  # `merge: off`, unquoted
+            return {"preset": "off"}
         return {"preset": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
@@ -242,6 +299,14 @@ def _format_errors(err: ValidationError, where: str) -> str:
             lines.append(f"  {loc}: source 'type' must be one of folder, stream, file")
         else:
             msg = e["msg"].removeprefix("Value error, ")
+            value = e.get("input")
+            if isinstance(value, bool):
+                words = "/".join(YAML_BOOL_WORDS[value])
+                msg += (f" (got {str(value).lower()}: YAML reads an unquoted {words} as a "
+                        "boolean; quote the value)")
+            elif e["type"] in ("literal_error", "string_type", "float_parsing", "int_parsing",
+                               "bool_parsing") and value is not None and not isinstance(value, (dict, list)):
+                msg += f" (got {value!r})"
             lines.append(f"  {loc or 'top level'}: {msg}")
     return f"invalid configuration in {where}:\n" + "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """HTTP API (FastAPI): live search over the archive, status, Prometheus metrics, health.
 
-    GET /search?q=white+van&k=10&source=gate&since=...&until=...&level=0
-    GET /thumb/{id}            JPEG thumbnail of a clip
+    GET /search?q=a+red+circle&k=10&source=recordings&since=1700000000&level=0
+    GET /thumb/{id}            JPEG thumbnail of a clip (an id from /search)
     GET /status                the indexer's status (JSON, as `pystream status --json`)
     GET /metrics               Prometheus exposition
     GET /healthz               200 when the indexer is running (or the status file is fresh)
@@ -17,8 +17,9 @@ from typing import Callable, List, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Response
 
-from .archive import Archive, ArchiveNotFoundError, NoEncoderError, sql_string
+from .archive import Archive, ArchiveNotFoundError, ClipNotFoundError, ModelMismatchError, NoEncoderError
 from .metrics import CONTENT_TYPE, Metrics
+from .model.loader import ModelLoadError
 
 
 def create_app(archive: Archive, get_status: Callable[[], Optional[dict]],
@@ -38,12 +39,14 @@ def create_app(archive: Archive, get_status: Callable[[], Optional[dict]],
             raise HTTPException(503, str(e))
         except NoEncoderError as e:
             raise HTTPException(501, str(e))
-        except ValueError as e:
+        except (ModelLoadError, ModelMismatchError) as e:  # the server's model, not the request
+            raise HTTPException(503, str(e))
+        except (ValueError, TypeError) as e:
             raise HTTPException(400, str(e))
         out = []
         for h in hits:
-            d = dict(id=h.id, source=h.source, uri=h.uri, level=h.level, start=h.start, end=h.end,
-                     score=round(h.score, 6), model=h.model, thumbnail_url=f"/thumb/{h.id}")
+            d = h.to_dict(thumbnail=False)
+            d.update(score=round(h.score, 6), thumbnail_url=f"/thumb/{h.id}")
             if thumbnails and h.thumbnail:
                 d["thumbnail_b64"] = base64.b64encode(h.thumbnail).decode()
             out.append(d)
@@ -52,13 +55,14 @@ def create_app(archive: Archive, get_status: Callable[[], Optional[dict]],
     @app.get("/thumb/{clip_id:path}")
     def thumb(clip_id: str):
         try:
-            rows = (archive.table.search().where(f"id = {sql_string(clip_id)}")
-                    .select(["thumbnail"]).limit(1).to_list())
+            jpeg = archive.thumbnail(clip_id)
         except ArchiveNotFoundError as e:
             raise HTTPException(503, str(e))
-        if not rows or not rows[0]["thumbnail"]:
-            raise HTTPException(404, f"no thumbnail for clip {clip_id!r}")
-        return Response(rows[0]["thumbnail"], media_type="image/jpeg")
+        except ClipNotFoundError as e:
+            raise HTTPException(404, str(e))
+        if not jpeg:
+            raise HTTPException(404, f"clip {clip_id!r} has no thumbnail")
+        return Response(jpeg, media_type="image/jpeg")
 
     @app.get("/status")
     def status():

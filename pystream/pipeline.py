@@ -1,7 +1,13 @@
 """The indexing engine: sources -> chunks -> one batched encoder -> one writer -> checkpoints.
 
-    indexer = Indexer(config)          # loads the model, opens archive + checkpoints
-    indexer.run()                      # until stop() (SIGTERM) or every source is exhausted
+    from pystream import Indexer, load_config
+
+    config = load_config("config.yaml")   # or parse_config({...}); see config/default.yaml
+    indexer = Indexer(config)             # loads the model, opens archive + checkpoints
+    indexer.start()                       # sources run until stop() (SIGTERM) or exhausted
+    print(indexer.status()["sources"])    # what `pystream status` shows
+    indexer.stop()
+    indexer.wait()                        # drain, commit, checkpoint; returns an exit code
 
 Threads and why:
 - one thread per source pulls Segments (decoding happens there, in libav, off the GIL) and cuts
@@ -11,7 +17,7 @@ Threads and why:
   waiting at most max_wait_s, so many cameras share one batched forward and a quiet camera is
   never starved; it ends a stream with finish() at the end of a file or a live disconnect, so a
   window never spans a gap;
-- ONE writer thread (pystream.index.ClipWriter) batches rows into LanceDB.
+- ONE writer thread (pystream.store.ClipWriter) batches rows into LanceDB.
 
 Exactly once. Row ids are deterministic, and the writer upserts on them, so replaying is always
 harmless; checkpoints make replay rare and bounded. After every encode batch the encoder thread
@@ -30,7 +36,6 @@ writer flushes; the last marker is checkpointed.
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import os
 import queue
@@ -44,23 +49,13 @@ import numpy as np
 
 from .checkpoint import CheckpointStore
 from .config import Config
-from .index import ClipRow, ClipWriter, clip_id, make_thumbnail
+from .store import ClipRow, ClipWriter, make_thumbnail, portable_model_ref
 from .model.streaming import Chunk, Emission, StreamingEncoder
 
 log = logging.getLogger("pystream.pipeline")
 
 ENCODER_KEY = "__encoder__"  # checkpoint entry holding the carried state + open streams
 MAX_GAPS_KEPT = 20
-
-
-def row_id(source: str, level: int, start: float, uri: str | None, live: bool) -> str:
-    """Deterministic row id. Live streams: (source, level, start) as in pystream.index.clip_id.
-    Recordings: the file is part of the identity too, because two files of one folder may share
-    start times (e.g. files without metadata all start at 0)."""
-    base = clip_id(source, level, start)
-    if live or not uri:
-        return base
-    return f"{base}|{hashlib.sha1(uri.encode()).hexdigest()[:12]}"
 
 
 def load_video_model(cfg: Config):
@@ -200,7 +195,7 @@ class Indexer:
                                         reuse=config.reuse.settings())
         self.k = self.encoder.chunk_frames
         self.window_frames = self.encoder.frames_per_window
-        self.model_id = getattr(self.model, "model_id", None) or config.model
+        self.model_id = portable_model_ref(getattr(self.model, "model_id", None) or config.model)
         os.makedirs(config.state_dir, exist_ok=True)
         self.checkpoints = CheckpointStore(config.state_dir)
         self.stop_event = threading.Event()
@@ -627,7 +622,7 @@ class Indexer:
         self._source_end[ref.source] = e.end if end is None else max(end, e.end)
         return ClipRow(source=ref.source, uri=ref.uri, level=e.level, start=e.start, end=e.end,
                        vector=e.vector, thumbnail=thumb, model=self.model_id,
-                       id=row_id(ref.source, e.level, e.start, ref.uri, ref.live))
+                       recording=not ref.live)
 
     def _thumbnail(self, key: str, index: int) -> bytes | None:
         recent = self._recent.get(key)
@@ -751,14 +746,15 @@ class Indexer:
 def _connection_state(snap: dict, src) -> None:
     """A live source's thread keeps running while its camera is unreachable or lost (it is in
     its reconnect loop), so our own state would say "running" for a dead camera (in `pystream
-    status`, /status and the `up` metric). Show the source's own "connecting"/"down" then."""
+    status`, /status and the `up` metric). Show the source's own "connecting"/"down" then, and
+    a folder source's "waiting: folder missing" (an unmounted share it waits for)."""
     if src is None or snap["state"] not in ("running", "reconnecting"):
         return
     try:
         state = (src.status() or {}).get("state")
     except Exception:  # noqa: BLE001 - status must not fail because a source's does
         return
-    if state in ("connecting", "down"):
+    if state in ("connecting", "down") or (isinstance(state, str) and state.startswith("waiting")):
         snap["state"] = state
 
 

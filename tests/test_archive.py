@@ -12,7 +12,8 @@ import torch
 
 from pystream import archive
 from pystream.archive import ArchiveNotFoundError, Hit, NoEncoderError, build_filter
-from pystream.index import VECTOR_INDEX_NAME, ClipRow, ClipWriter
+from pystream.model.loader import ModelLoadError
+from pystream.store import VECTOR_INDEX_NAME, ClipRow, ClipWriter
 
 DIM = 16
 SOURCES = ["dock-cam", "gate-cam", "o'neil's cam"]  # a quote in a name must not break the SQL
@@ -115,8 +116,11 @@ def test_levels(arc, built):
 def test_chained_query_equals_search(arc, built):
     query = built[1][7].vector
     a = arc.search(query, k=7, sources=SOURCES[1:], since=T0 + 50)
-    b = arc.query(query).where(sources=SOURCES[1:], since=T0 + 50).limit(7).to_list()
+    b = arc.query(query).where(sources=SOURCES[1:], since=T0 + 50).limit(7).to_hits()
     assert [h.id for h in a] == [h.id for h in b] and len(a) == 7
+    rows = arc.query(query).where(sources=SOURCES[1:]).where(since=T0 + 50).limit(7).to_list()
+    assert [r["id"] for r in rows] == [h.id for h in a]  # where() twice: AND
+    assert all(type(r) is dict and r["score"] == pytest.approx(1 - r["_distance"]) for r in rows)
 
 
 def test_ann_recall_against_exact(arc, built):
@@ -130,9 +134,17 @@ def test_ann_recall_against_exact(arc, built):
     assert np.mean(recalls) >= 0.9
 
 
-def test_text_query_needs_an_encoder(built):
-    with pytest.raises(NoEncoderError, match="text_encoder"):
+def test_text_query_needs_an_encoder(built, tmp_path):
+    # The recorded model ("test-model") cannot be loaded here: the error says where it came from.
+    with pytest.raises(ModelLoadError, match="recorded with the archive"):
         archive.open(built[0]).search("white van")
+    # An archive that does not record its model at all.
+    import lancedb
+
+    from pystream.store import clip_schema
+    lancedb.connect(tmp_path).create_table("clips", schema=clip_schema(DIM))
+    with pytest.raises(NoEncoderError, match=r"model=.*text_encoder"):
+        archive.open(tmp_path).search("white van")
     calls = []
 
     def encode_text(texts):
@@ -141,7 +153,7 @@ def test_text_query_needs_an_encoder(built):
 
     arc = archive.open(built[0], text_encoder=encode_text)
     hits = arc.query("white van").limit(3).to_list()
-    assert calls == [["white van"]] and hits[0].id == built[1][5].row_id()
+    assert calls == [["white van"]] and hits[0]["id"] == built[1][5].row_id()
 
 
 def test_torch_and_image_queries(built):
@@ -150,8 +162,8 @@ def test_torch_and_image_queries(built):
         np.stack([target.vector for _ in images])).numpy())
     assert arc.search(torch.from_numpy(target.vector)[None], k=1)[0].id == target.row_id()
     assert arc.search_image(np.zeros((32, 32, 3), np.uint8), k=1)[0].id == target.row_id()
-    with pytest.raises(NoEncoderError, match="image_encoder"):
-        archive.open(built[0]).search_image(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="RGB"):
+        arc.search_image(np.zeros((8, 8), np.uint8))
 
 
 def test_bad_query_vectors(arc):
@@ -194,7 +206,7 @@ WRITER_SCRIPT = textwrap.dedent("""
     import sys, time
     import numpy as np
     sys.path.insert(0, {repo!r})
-    from pystream.index import ClipRow, ClipWriter
+    from pystream.store import ClipRow, ClipWriter
     writer = ClipWriter({path!r}, dim={dim}, model_id="m", optimize_every_s=1e9)
     rows = [ClipRow(source="remote", uri="x", level=0, start=float(i), end=i + 1.0,
                     vector=np.ones({dim}, np.float32)) for i in range(10)]

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 import pystream
 from pystream.http import create_app
-from pystream.index import ClipRow, ClipWriter, make_thumbnail
+from pystream.store import ClipRow, ClipWriter, make_thumbnail
 from pystream.metrics import Metrics
 
 DIM = 8

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pystream.index import (VECTOR_INDEX_NAME, ClipRow, ClipWriter, WriterError, clip_id,
+from pystream.store import (VECTOR_INDEX_NAME, ClipRow, ClipWriter, WriterError, clip_id,
                             make_thumbnail, vector_index_params)
 
 DIM = 16

@@ -18,7 +18,15 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says why and what to do."""
+    """The model could not be loaded; the message says why and what to do.
+
+    transient: True when trying again later may work (the hub was unreachable while online
+    access is allowed); False for a model that is missing, broken or not a CLIP model.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def shipped_model_dir() -> Path:
@@ -59,14 +67,15 @@ def load_clip(name_or_path: str | os.PathLike | None = DEFAULT_MODEL) -> Tuple[o
         if _in_hf_cache(ref):
             kwargs = dict(local_files_only=True)
         elif not _hub_reachable():
-            raise ModelLoadError(_offline_message(ref, ConnectionError("the hub is not reachable")))
+            raise ModelLoadError(_offline_message(ref, ConnectionError("the hub is not reachable")),
+                                 transient=not _offline_env())
 
     try:
         config = CLIPConfig.from_pretrained(source, **_hub_kwargs(kwargs))
     except ValueError as e:  # a config of another architecture
         raise ModelLoadError(f"{ref}: not a CLIP model ({e}); pystream supports CLIPModel checkpoints") from e
     except Exception as e:
-        raise ModelLoadError(_offline_message(ref, e)) from e
+        raise ModelLoadError(_offline_message(ref, e), transient=_network_error(e, is_local)) from e
     if getattr(config, "model_type", "clip") != "clip":
         raise ModelLoadError(
             f"{ref} is a {config.model_type!r} model; pystream's TempMe encoder supports CLIPModel "
@@ -75,7 +84,7 @@ def load_clip(name_or_path: str | os.PathLike | None = DEFAULT_MODEL) -> Tuple[o
     try:
         model = CLIPModel.from_pretrained(source, **_hub_kwargs(kwargs))
     except Exception as e:
-        raise ModelLoadError(_offline_message(ref, e)) from e
+        raise ModelLoadError(_offline_message(ref, e), transient=_network_error(e, is_local)) from e
     model.eval()
     tokenizer = None  # vision-only use still works; text queries will say so
     # transformers builds an empty 2-token tokenizer when the files are missing: check first.
@@ -94,6 +103,24 @@ def _in_hf_cache(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:
         return False
+
+
+def _offline_env() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def _network_error(err: Exception, is_local: bool) -> bool:
+    """A failure a later retry may not repeat: the hub, online, unreachable or timing out (not
+    a repository that does not exist)."""
+    if is_local or _offline_env():
+        return False
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, (ConnectionError, TimeoutError)) or any(
+                word in type(err).__name__ for word in ("Connect", "Timeout")):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loader import DEFAULT_MODEL, load_clip
+from .loader import CLIP_MEAN, CLIP_STD, DEFAULT_MODEL, load_clip
 from .schedule import DEFAULT, TempMeSchedule, pct, schedule_from_config, vision_accounting
 
 
@@ -147,8 +147,8 @@ class ClipVideoModel(torch.nn.Module):
         self.model_id = model_id
         self.schedule = schedule_from_config(schedule)
         stats = pixel_stats or {}
-        mean = stats.get("mean", (0.48145466, 0.4578275, 0.40821073))
-        std = stats.get("std", (0.26862954, 0.26130258, 0.27577711))
+        mean = stats.get("mean", CLIP_MEAN)
+        std = stats.get("std", CLIP_STD)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(3, 1, 1), persistent=False)
 

@@ -5,13 +5,17 @@ frames: one file, or one connection to a live stream) interleaved with :class:`S
 (things the daemon must log, record and show in ``pystream status``: gaps, errors, skipped
 files, reconnects)::
 
-    src = make_source({"type": "stream", "name": "gate", "url": "rtsp://cam/1"})
-    for item in src.segments(stop_event):
+    import threading
+    from pystream.sources import SourceEvent, make_source
+
+    # {"type": "stream", "name": "gate", "url": "rtsp://cam/1"} or a folder work the same way
+    src = make_source({"type": "file", "name": "one", "path": "videos/a.mp4", "size": 112})
+    for item in src.segments(threading.Event()):
         if isinstance(item, SourceEvent):
-            log(item)
+            print("event:", item.kind, item.message)
             continue
         for frame in item.frames:        # pystream.decode.Frame, .t absolute seconds
-            ...
+            print(item.uri, frame.index, frame.t, frame.rgb.shape)
 
 Consume each segment's ``frames`` before asking ``segments()`` for the next item (for a live
 stream the next item is only produced after the connection ended). ``stop`` is honoured

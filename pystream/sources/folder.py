@@ -53,13 +53,17 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from pystream.config import VIDEO_PATTERNS
 from pystream.decode import DecodeError, Frame, decode_frames, probe
 from pystream.sources import Segment, SourceEvent
 from pystream.sources._util import RateMeter, parse_creation_time
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PATTERNS = ("*.mp4", "*.mkv", "*.ts", "*.mov", "*.avi")
+DEFAULT_PATTERNS = VIDEO_PATTERNS
+# status()["state"] while the folder does not exist or cannot be watched (an unmounted share):
+# a state the source waits out, checking again every few seconds, not a configuration error.
+WAITING_FOR_FOLDER = "waiting: folder missing"
 _TICK_S = 0.2  # how often pending files are re-checked and `stop` is looked at
 
 
@@ -261,10 +265,12 @@ class FolderSource(_FileIndexer):
                     if observer is None:
                         if folder_ok is not False:
                             folder_ok = False
-                            yield self._error(self.path, f"{self.path}: folder does not exist or cannot be watched",
-                                              file=False)
+                            why = ("does not exist (yet)" if not os.path.exists(self.path)
+                                   else "cannot be watched")
                             with self._lock:
-                                self._state = "error"
+                                self._state = WAITING_FOR_FOLDER
+                            yield self._error(self.path, f"{self.path}: folder {why}; waiting for "
+                                              "it to appear (is the share mounted?)", file=False)
                         stop.wait(min(self.scan_interval_s, 5.0))
                         continue
                     if folder_ok is False:

@@ -1,5 +1,8 @@
 """Writer side of the clip archive: one thread that batches clip embeddings into LanceDB.
 
+(This module was pystream/index.py; it moved so that `pystream.index` can be the indexing
+function, see pystream/indexing.py.)
+
 Why this shape (see design.md, "Known pitfalls: LanceDB"):
 - every LanceDB commit is a new fragment and a new version, so rows are batched by size and time
   and the table is compacted with `optimize()` periodically;
@@ -12,9 +15,11 @@ Why this shape (see design.md, "Known pitfalls: LanceDB"):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -34,8 +39,13 @@ VECTOR_INDEX_NAME = "vector_idx"
 SCALAR_INDEXES = {"source": Bitmap, "start": BTree, "id": BTree}
 
 
-def clip_schema(dim: int) -> pa.Schema:
-    """Arrow schema of the clips table for embeddings of size `dim`."""
+# Table (schema) metadata: the model that indexed the archive, so a reader can encode text
+# queries with the same model without being told (pystream.open(path).search("...")).
+MODEL_KEY = "pystream.model"
+
+
+def clip_schema(dim: int, model: str | None = None) -> pa.Schema:
+    """Arrow schema of the clips table for embeddings of size `dim` (made by `model`)."""
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
@@ -48,17 +58,56 @@ def clip_schema(dim: int) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dim)),
             pa.field("thumbnail", pa.binary()),
             pa.field("created", pa.float64()),
-        ]
+        ],
+        metadata={MODEL_KEY: model} if model else None,
     )
 
 
-def clip_id(source: str, level: int, start: float) -> str:
-    """Deterministic row id: the same clip always gets the same id, so re-appending is a no-op.
+def portable_model_ref(model_id) -> str | None:
+    """How the archive records a model so that another process can load it again: "shipped"
+    for the bundled model (wherever the package is installed), an absolute path for a local
+    directory (a relative one would depend on the writer's working directory), else the id."""
+    if model_id is None or str(model_id) == "":
+        return None
+    ref = str(model_id)
+    if ref == "shipped":
+        return ref
+    path = os.path.expanduser(ref)
+    if os.path.isdir(path):
+        from .model.loader import shipped_model_dir
 
-    Millisecond resolution: windows are seconds apart, and rounding absorbs float noise in
-    recomputed start times.
+        real = os.path.realpath(path)
+        if real == os.path.realpath(shipped_model_dir()):
+            return "shipped"
+        return real
+    return ref
+
+
+def recorded_model(table) -> str | None:
+    """The model recorded with a clips table: its metadata, else the `model` column of a row
+    (archives written before the metadata existed); None for an empty, unlabelled table."""
+    metadata = table.schema.metadata or {}
+    value = metadata.get(MODEL_KEY.encode())
+    if value:
+        return value.decode()
+    rows = table.search().where("model IS NOT NULL").select(["model"]).limit(1).to_list()
+    return rows[0]["model"] if rows else None
+
+
+def clip_id(source: str, level: int, start: float, recording: str | None = None) -> str:
+    """Deterministic row id (the one definition): the same clip always gets the same id, so
+    re-appending it is a no-op.
+
+    (source, level, start) at millisecond resolution: windows are seconds apart, and rounding
+    absorbs float noise in recomputed start times. For recordings, pass the file as
+    `recording`: two files of one folder may share start times (e.g. files without metadata
+    all start at 0), so a hash of the file path is part of the identity. Live streams do not
+    pass it: their start times are wall-clock times, and a reconnect continues the same ids.
     """
-    return f"{source}|{int(level)}|{int(round(start * 1000))}"
+    base = f"{source}|{int(level)}|{int(round(start * 1000))}"
+    if not recording:
+        return base
+    return f"{base}|{hashlib.sha1(recording.encode()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -71,10 +120,13 @@ class ClipRow:
     vector: np.ndarray
     thumbnail: bytes | None = None
     model: str | None = None  # defaults to the writer's model_id
-    id: str | None = None  # defaults to clip_id(source, level, start)
+    id: str | None = None  # defaults to clip_id(source, level, start[, uri if recording])
+    recording: bool = False  # a file (its uri is part of the id), not a live stream
 
     def row_id(self) -> str:
-        return self.id if self.id is not None else clip_id(self.source, self.level, self.start)
+        if self.id is not None:
+            return self.id
+        return clip_id(self.source, self.level, self.start, self.uri if self.recording else None)
 
 
 def make_thumbnail(rgb: np.ndarray, max_side: int = 96, quality: int = 70) -> bytes:
@@ -117,18 +169,36 @@ def vector_index_params(num_rows: int, dim: int) -> tuple[int, int]:
     return partitions, sub_vectors
 
 
-def open_or_create_table(db, table: str, dim: int):
-    """Open `table`, or create it empty with the clip schema; refuse a different vector dim."""
+def open_or_create_table(db, table: str, dim: int, model_id: str | None = None):
+    """Open `table`, or create it empty with the clip schema; refuse a different vector dim.
+    Records `model_id` in the table metadata (also on a table written before it was recorded)."""
     if table in list_table_names(db):
         tbl = db.open_table(table)
         stored = tbl.schema.field("vector").type.list_size
         if stored != dim:
+            recorded = recorded_model(tbl)
             raise ValueError(
-                f"table {table!r} at {db.uri} stores vectors of dimension {stored}, "
-                f"but the writer was configured with dimension {dim}"
+                f"table {table!r} at {db.uri} stores vectors of dimension {stored}"
+                f"{f' (made by model {recorded!r})' if recorded else ''}, but the writer's model "
+                f"{model_id or ''!s} makes dimension {dim}: use the model that built the archive, "
+                "or another archive/table for this model"
             )
+        if model_id:
+            metadata = tbl.schema.metadata or {}
+            recorded = (metadata.get(MODEL_KEY.encode()) or b"").decode()
+            if not recorded:
+                try:
+                    tbl.to_lance().update_schema_metadata({MODEL_KEY: model_id})
+                    tbl = db.open_table(table)
+                except Exception as e:  # e.g. a remote table without pylance access
+                    log.warning("could not record the model in %s: %s", table, e)
+            elif recorded != model_id:
+                log.warning(
+                    "table %r was indexed with model %r; this writer uses %r (same embedding "
+                    "size). Text queries use the recorded model; rows record their own.",
+                    table, recorded, model_id)
         return tbl
-    return db.create_table(table, schema=clip_schema(dim), exist_ok=True)
+    return db.create_table(table, schema=clip_schema(dim, model_id), exist_ok=True)
 
 
 def list_table_names(db) -> list[str]:
@@ -179,7 +249,7 @@ class ClipWriter:
         self.db_uri = str(db_uri)
         self.table_name = table
         self.dim = int(dim)
-        self.model_id = model_id
+        self.model_id = portable_model_ref(model_id) or str(model_id)
         self.batch_rows = int(batch_rows)
         self.flush_interval_s = float(flush_interval_s)
         self.optimize_every_s = float(optimize_every_s)
@@ -190,7 +260,7 @@ class ClipWriter:
         self.retry_backoff_s = float(retry_backoff_s)
 
         self._db = lancedb.connect(self.db_uri)
-        self._table = open_or_create_table(self._db, table, self.dim)
+        self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
 
         self._cond = threading.Condition()
         self._pending: list[ClipRow] = []
