@@ -376,6 +376,7 @@ def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25
                 resize0 = sum(s.status()["resize_cpu_s"] for s in ix.sources)
                 stage0 = dict(ix.stage_s)
         cpu1, wall1 = _thread_cpu(), time.time()
+        names = {t.native_id: t.name for t in threading.enumerate()}  # before the threads end
         st = {s.name: s.status() for s in ix.sources}
         stage1 = dict(ix.stage_s)
     finally:
@@ -384,7 +385,6 @@ def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25
         ix.wait(source_timeout=5, flush_timeout=30)
         shutil.rmtree(root, ignore_errors=True)
     span = wall1 - wall0
-    names = {t.native_id: t.name for t in threading.enumerate()}
     share = {}
     for tid, c in cpu1.items():
         stage = _stage_of(names.get(tid))
