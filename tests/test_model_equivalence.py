@@ -130,7 +130,7 @@ def test_embed_moves_pixels_to_the_model_device():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device and a CUDA torch")
 @pytest.mark.parametrize("schedule", ["off", "default"])
-def test_encode_video_on_cuda_equals_cpu(schedule):
+def test_encode_video_on_cuda_equals_cpu(schedule, no_tf32):
     m = video_model("b32", schedule=schedule)
     frames = torch.randint(0, 256, (2, 12, 224, 224, 3), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(5))
@@ -140,3 +140,12 @@ def test_encode_video_on_cuda_equals_cpu(schedule):
         got = gpu.encode_video(frames)  # uint8 frames on the CPU, as the decoder gives them
     assert got.is_cuda
     assert (got.cpu() - ref).abs().max().item() < 2e-3
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 on the GPU as on the CPU: TF32 convolutions/matmuls would move merge decisions."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
