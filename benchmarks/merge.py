@@ -6,11 +6,17 @@ median of each; outputs are checked to agree before timing. One line per case, t
 CUDA kernels are present.
 
     python benchmarks/merge.py [--repeats N] [--threads T]
+
+Threads: the core's OpenMP runtime is not torch's, so torch.set_num_threads alone would leave the
+core on its default; --threads T sets both (the core through OMP_NUM_THREADS, re-executing this
+script when needed). The header and ``merge_threads_torch=`` / ``merge_threads_core=`` print what
+each side really used.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -98,18 +104,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     args = ap.parse_args()
     if args.threads:
+        if os.environ.get("OMP_NUM_THREADS") != str(args.threads):
+            # The core's OpenMP reads OMP_NUM_THREADS when it starts: run again with it set.
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+            os.execve(sys.executable, [sys.executable, *sys.argv], env)
         torch.set_num_threads(args.threads)
     if not core_merge.HAVE_CORE:
         print("pystream._core is not built: nothing to compare (make build)")
         print("merge_speedup_min=0.00")
         return
     info = core_merge._core.build_info()
-    print(f"# {info['summary']}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    t_torch, t_core = torch.get_num_threads(), info.get("omp_max_threads", 1)
+    print(f"# {info['summary']}; torch {torch.__version__}; threads: reference (torch) {t_torch}, "
+          f"core (OpenMP) {t_core}" + ("" if t_torch == t_core else "  <- NOT the same"))
     with torch.inference_mode():
         ratios = run_device("cpu", args.repeats)
         if torch.cuda.is_available() and core_merge.core_cuda_available():
             cuda = run_device("cuda", args.repeats)
             print(f"merge_speedup_min_cuda={min(cuda):.2f}")
+    print(f"merge_threads_torch={t_torch}")
+    print(f"merge_threads_core={t_core}")
     print(f"merge_speedup_min={min(ratios):.2f}")
 
 

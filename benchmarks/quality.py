@@ -1,6 +1,8 @@
 """Text-to-video search quality on the synthetic benchmark's test split, and its cost.
 
-    python benchmarks/quality.py                      # the shipped model, 300 test videos
+    python benchmarks/quality.py          # shipped model; seeds 0,1,2 x 300 test videos x 4
+                                          # paraphrase queries each (1200 queries per seed)
+    python benchmarks/quality.py --seeds 0 --queries canonical   # one seed, one query a video
     python benchmarks/quality.py --model DIR --n-test 600
 
 The test split (pystream.synth, held-out shape-event pairs never seen in training) is
@@ -14,13 +16,17 @@ video), and embedded by each mode:
                     window embedding is the video's embedding
     fast, fast-stream   the same two with the fast preset
 
-Queries: each test video's canonical caption, one query per video; the match is that video.
+Queries: every paraphrase of each test video's caption (--queries paraphrases, the default:
+4 per video), or only its canonical caption (--queries canonical); the match is that video.
+Every figure is reported per dataset seed and over the seeds (mean, min - max, sd), so its
+noise is printed beside it.
 Ranks count ties against the query (rank = 1 + number of other videos scoring >= the match),
 so equal scores never help. R@k in percent; chance R@1 is 100 / n.
 
 MACs: multiply-adds of the vision tower per 12-frame window (model.accounting(schedule)), and,
 for the streaming modes, per emitted window in steady state with a one-chunk hop
-(schedule.streaming_window_macs). mac_ratio = per-frame MACs / TempMe (default) MACs.
+(schedule.streaming_window_macs). mac_ratio = per-frame MACs / TempMe (default) MACs on one
+12-frame window; mac_ratio_stream = the same per emitted window when streaming (steady state).
 
 How a mode turns frames into embeddings is one function in EMBEDDERS (name -> fn(model,
 frames uint8 [V, 12, S, S, 3], schedule) -> [V, D] L2-normalised), so a daemon path (index
@@ -42,6 +48,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pystream import synth  # noqa: E402
 from pystream.model.schedule import schedule_from_config, streaming_window_macs  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
 from pystream.train import (FPS, chance_r_at_k, default_data_dir, encode_videos,  # noqa: E402
@@ -120,9 +127,26 @@ def macs_per_window(model: ClipVideoModel, schedule: str, embedder: str) -> int:
     return acc.total_macs
 
 
+def query_metrics(text_emb: torch.Tensor, video_emb: torch.Tensor,
+                  targets: List[int] | None = None) -> dict:
+    """Text-to-video R@1/5/10 (percent) and median rank; query q matches video targets[q]
+    (default q). Ties count against the query, as in pystream.train.retrieval_metrics."""
+    if targets is None:
+        return retrieval_metrics(text_emb, video_emb)
+    sim = text_emb.double() @ video_emb.double().T
+    t = torch.as_tensor(targets)
+    pos = sim[torch.arange(len(t)), t][:, None]
+    ranks = (sim >= pos).sum(dim=1).double()  # 1 + others scoring >= the match
+    return {"r1": 100.0 * float((ranks <= 1).double().mean()),
+            "r5": 100.0 * float((ranks <= 5).double().mean()),
+            "r10": 100.0 * float((ranks <= 10).double().mean()),
+            "medr": float(np.median(ranks.numpy())), "n": len(t)}
+
+
 def run(model: ClipVideoModel, frames: torch.Tensor, captions: List[str], modes=MODES,
-        batch: int = 32, log=print) -> List[dict]:
-    """Metrics and costs of every mode on one set of (video, caption) pairs."""
+        batch: int = 32, log=print, targets: List[int] | None = None) -> List[dict]:
+    """Metrics and costs of every mode on one set of videos and caption queries (query q
+    matches video targets[q]; default: one caption per video, q matches video q)."""
     with torch.no_grad():
         text = F.normalize(model.encode_text(captions).float(), dim=-1)
     rows = []
@@ -130,7 +154,7 @@ def run(model: ClipVideoModel, frames: torch.Tensor, captions: List[str], modes=
         t0 = time.perf_counter()
         vids = EMBEDDERS[embedder](model, frames, schedule, batch=batch)
         secs = time.perf_counter() - t0
-        m = retrieval_metrics(text, vids)
+        m = query_metrics(text, vids, targets)
         rows.append(dict(mode=name, schedule=schedule, path=embedder, **m,
                          macs=model.accounting(schedule).total_macs,
                          macs_stream=macs_per_window(model, schedule, "stream"),
@@ -139,34 +163,84 @@ def run(model: ClipVideoModel, frames: torch.Tensor, captions: List[str], modes=
     return rows
 
 
-def oracle_r1(labels: List[dict], captions: List[str], order_blind: bool = False) -> float:
-    """Expected R@1 (percent, approximate) of an oracle that knows every video's label but, like any model,
-    can only use what the caption says: videos whose labels fit the query's caption equally
-    well are tied and ranked at random (shape, colours, event, direction, second object; size
-    only when the caption names it; distractors and positions are never captioned). With
-    ``order_blind`` it also cannot tell a video from its time reverse (left = right, up = down,
-    appear = disappear, red->blue = blue->red), like an encoder without temporal embeddings."""
-    from pystream import synth
+_SIZE_OF = {w: size for size, ws in synth.SIZE_WORDS.items() for w in ws}
+_DIR_OF = {"left": "left", "leftward": "left", "right": "right", "rightward": "right",
+           "up": "up", "upward": "up", "top": "up", "down": "down", "downward": "down",
+           "bottom": "down"}
+_SHAPE_OF = {ph.split()[0]: shape for shape, ps in synth.NOUNS.items() for ph in ps}
 
-    size_words = {w for ws in synth.SIZE_WORDS.values() for w in ws}
 
-    def key(lab):
-        ev, d, cols = lab["event"], lab["direction"], (lab["colour"], lab["colour_to"])
-        if order_blind:
-            if ev == "move":
-                d = "horizontal" if d in ("left", "right") else "vertical"
-            if ev in ("appear", "disappear"):
-                ev = "appear/disappear"
-            if ev == "change_colour":
-                cols = tuple(sorted(cols))
-        return ev, lab["shape"], cols, d, lab["shape2"], lab["colour2"], lab["size2"]
+def caption_facts(caption: str, event: str) -> dict:
+    """What a caption states, read from its words (the event from its template, given):
+    the captioned objects as (shape, colour, size or None when no size word is attached to
+    that object), the direction (None when no direction word: "stops moving", any crossing)
+    and the colour changed to. Distractors, positions, speeds and timing are never stated."""
+    words = caption.lower().replace(".", "").split()
+    cpos = [i for i, w in enumerate(words) if w in synth.COLOURS]
+    if event == "cross":  # two noun phrases "[size] colour noun"; the order says nothing
+        objs = []
+        for i in cpos[:2]:
+            size = _SIZE_OF.get(words[i - 1]) if i > 0 else None
+            objs.append((_SHAPE_OF[words[i + 1]], words[i], size))
+        return {"event": event, "objects": objs, "direction": None, "colour_to": None}
+    sizes = [_SIZE_OF[w] for w in words if w in _SIZE_OF]
+    shape = next(_SHAPE_OF[w] for w in words if w in _SHAPE_OF)
+    colour_to = words[cpos[-1]] if event == "change_colour" else None
+    dirs = [_DIR_OF[w] for w in words if w in _DIR_OF] if event in ("move", "stop") else []
+    return {"event": event, "objects": [(shape, words[cpos[0]], sizes[0] if sizes else None)],
+            "direction": dirs[0] if dirs else None, "colour_to": colour_to}
 
-    keys = [key(lab) for lab in labels]
+
+def _fits(facts: dict, lab: dict, order_blind: bool) -> bool:
+    """Does a video with label ``lab`` show everything the caption states?"""
+    ev, fev = lab["event"], facts["event"]
+    if order_blind and {ev, fev} <= {"appear", "disappear"}:
+        pass  # a video and its time reverse look alike to an order-blind encoder
+    elif ev != fev:
+        return False
+
+    def obj_ok(o, shape, colour, size):
+        return o[0] == shape and o[1] == colour and (o[2] is None or o[2] == size)
+
+    main = (lab["shape"], lab["colour"], lab["size"])
+    if fev == "cross":
+        second = (lab["shape2"], lab["colour2"], lab["size2"])
+        a, b = facts["objects"]
+        if not ((obj_ok(a, *main) and obj_ok(b, *second)) or
+                (obj_ok(a, *second) and obj_ok(b, *main))):
+            return False
+    elif fev == "change_colour":
+        shape, colour, size = facts["objects"][0]
+        if shape != lab["shape"] or (size is not None and size != lab["size"]):
+            return False
+        said, has = (colour, facts["colour_to"]), (lab["colour"], lab["colour_to"])
+        if (sorted(said) != sorted(has)) if order_blind else (said != has):
+            return False
+    elif not obj_ok(facts["objects"][0], *main):
+        return False
+    d = facts["direction"]
+    if d is not None and d != lab["direction"]:
+        axis = {"left": "h", "right": "h", "up": "v", "down": "v"}
+        if not (order_blind and fev == "move" and axis[d] == axis[lab["direction"]]):
+            return False
+    return True
+
+
+def oracle_r1(labels: List[dict], captions: List[str], order_blind: bool = False,
+              targets: List[int] | None = None) -> float:
+    """Expected R@1 (percent) of an oracle that knows every video's label but, like any model,
+    can only use what the caption says: the videos that show everything the query's caption
+    states (caption_facts) are tied and ranked at random. Query q's match is video
+    ``targets[q]`` (default: video q). With ``order_blind`` it also cannot tell a video from
+    its time reverse (left = right, up = down, appear = disappear, red->blue = blue->red), like
+    an encoder without temporal embeddings."""
+    targets = list(range(len(captions))) if targets is None else list(targets)
     out = []
-    for lab, cap, k in zip(labels, captions, keys):
-        named = bool(size_words & set(cap.lower().split()))
-        tied = sum(1 for l2, k2 in zip(labels, keys)
-                   if k2 == k and (not named or l2["size"] == lab["size"]))
+    for cap, t in zip(captions, targets):
+        facts = caption_facts(cap, labels[t]["event"])
+        if not _fits(facts, labels[t], order_blind):
+            raise ValueError(f"caption {cap!r} does not fit its own video's label {labels[t]}")
+        tied = sum(1 for lab in labels if _fits(facts, lab, order_blind))
         out.append(1.0 / tied)
     return 100.0 * float(np.mean(out))
 
@@ -182,7 +256,8 @@ def reversal_similarity(model: ClipVideoModel, frames: torch.Tensor, schedule: s
     return float((a * b).sum(-1).mean())
 
 
-def format_table(rows: List[dict], n: int, oracle: tuple = ()) -> str:
+def format_table(rows: List[dict], n: int, oracle: tuple = (),
+                 queries: str = "one caption query each") -> str:
     off = next(r for r in rows if r["schedule"] == "off")
     head = (f"{'mode':14s} {'schedule':8s} {'path':7s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} "
             f"{'MdR':>6s} {'GMACs/win':>9s} {'stream':>7s} {'x fewer':>7s} {'videos/s':>8s}")
@@ -193,7 +268,7 @@ def format_table(rows: List[dict], n: int, oracle: tuple = ()) -> str:
             f"{r['mode']:14s} {r['schedule']:8s} {r['path']:7s} {r['r1']:6.1f} {r['r5']:6.1f} "
             f"{r['r10']:6.1f} {r['medr']:6.1f} {r['macs'] / 1e9:9.3f} {r['macs_stream'] / 1e9:7.3f} "
             f"{off[key] / r[key]:7.2f} {r['videos_per_s']:8.1f}")
-    lines.append(f"{n} test videos, one caption query each; chance R@1 {chance_r_at_k(n, 1):.2f}, "
+    lines.append(f"{n} test videos, {queries}; chance R@1 {chance_r_at_k(n, 1):.2f}, "
                  f"R@5 {chance_r_at_k(n, 5):.2f}, R@10 {chance_r_at_k(n, 10):.2f}, "
                  f"median rank {(n + 1) / 2:.1f}")
     if oracle:
@@ -205,55 +280,108 @@ def format_table(rows: List[dict], n: int, oracle: tuple = ()) -> str:
     return "\n".join(lines)
 
 
+def _spread(values: List[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()),
+            "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": [float(x) for x in v]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="shipped", help="'shipped', a hub id or a model directory")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed")
-    p.add_argument("--n-test", type=int, default=300)
-    p.add_argument("--data", default=None, help="dataset directory (default: a cache dir)")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="dataset seeds, comma separated; figures are given over all of them "
+                        "(mean, min-max, sd)")
+    p.add_argument("--seed", type=int, default=None, help="one dataset seed (= --seeds N)")
+    p.add_argument("--n-test", type=int, default=300, help="test videos per seed")
+    p.add_argument("--queries", choices=("paraphrases", "canonical"), default="paraphrases",
+                   help="paraphrases: every caption paraphrase of a video is a query "
+                        f"({synth.N_PARAPHRASES} per video); canonical: one caption per video")
+    p.add_argument("--data", default=None,
+                   help="dataset directory (default: a cache dir per seed; one seed only)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--reversal", action="store_true",
                    help="also report how similar each video's embedding is to its reverse's")
     args = p.parse_args(argv)
+    seeds = [args.seed] if args.seed is not None else [int(x) for x in args.seeds.split(",")]
+    if args.data and len(seeds) > 1:
+        p.error("--data holds one dataset: give one seed")
 
     torch.set_num_threads(args.threads)
     model = ClipVideoModel.from_pretrained(args.model)
     size = model.image_size
-    data = Path(args.data) if args.data else default_data_dir(args.seed, 0, 0, args.n_test, size)
-    t0 = time.perf_counter()
-    manifest = prepare_data(data, 0, 0, args.n_test, args.seed, size, progress=False)
-    split = load_split(data, manifest, "test", size)
-    print(f"model {args.model}; {len(split.captions)} test videos from {data} "
-          f"(decoded at {FPS:g} fps, {size}px) in {time.perf_counter() - t0:.0f}s")
-    rows = run(model, split.frames, split.captions, batch=args.batch)
-    print()
-    oracle = (oracle_r1(split.labels, split.captions),
-              oracle_r1(split.labels, split.captions, order_blind=True))
-    print(format_table(rows, len(split.captions), oracle))
-    by = {r["mode"]: r for r in rows}
-    if args.reversal:
+    per_seed = []
+    for seed in seeds:
+        data = Path(args.data) if args.data else default_data_dir(seed, 0, 0, args.n_test, size)
+        t0 = time.perf_counter()
+        manifest = prepare_data(data, 0, 0, args.n_test, seed, size, progress=False)
+        split = load_split(data, manifest, "test", size)
+        if args.queries == "paraphrases":
+            captions = [c for ps in split.paraphrases for c in ps]
+            targets = [i for i, ps in enumerate(split.paraphrases) for _ in ps]
+        else:
+            captions, targets = list(split.captions), list(range(len(split.captions)))
+        n = len(split.captions)
+        qdesc = (f"{len(captions)} queries ({args.queries}: "
+                 f"{len(captions) / n:g} per video)")
+        print(f"model {args.model}; seed {seed}: {n} test videos from {data} "
+              f"(decoded at {FPS:g} fps, {size}px) in {time.perf_counter() - t0:.0f}s; {qdesc}")
+        rows = run(model, split.frames, captions, batch=args.batch, targets=targets)
         print()
-        for sched in ("off", "default", "fast"):
-            print(f"cos(video, reversed video), schedule {sched}: "
-                  f"{reversal_similarity(model, split.frames, sched, args.batch):.4f}")
-    result = {
-        "model": args.model, "n_test": len(split.captions), "seed": args.seed, "rows": rows,
-        "r1_perframe": by["per-frame"]["r1"], "r1_tempme": by["tempme"]["r1"],
-        "r1_stream": by["tempme-stream"]["r1"],
+        oracle = (oracle_r1(split.labels, captions, targets=targets),
+                  oracle_r1(split.labels, captions, order_blind=True, targets=targets))
+        print(format_table(rows, n, oracle, queries=qdesc))
+        if args.reversal:
+            print()
+            for sched in ("off", "default", "fast"):
+                print(f"cos(video, reversed video), schedule {sched}: "
+                      f"{reversal_similarity(model, split.frames, sched, args.batch):.4f}")
+        print()
+        per_seed.append({"seed": seed, "n_test": n, "n_queries": len(captions), "rows": rows,
+                         "oracle_r1": oracle[0], "oracle_r1_order_blind": oracle[1]})
+
+    modes = [r["mode"] for r in per_seed[0]["rows"]]
+    summary = {m: {k: _spread([next(r for r in ps["rows"] if r["mode"] == m)[k]
+                               for ps in per_seed]) for k in ("r1", "r5", "r10", "medr")}
+               for m in modes}
+    oracle_s = _spread([ps["oracle_r1"] for ps in per_seed])
+    oracle_b = _spread([ps["oracle_r1_order_blind"] for ps in per_seed])
+    nq = sum(ps["n_queries"] for ps in per_seed)
+    print(f"over {len(seeds)} dataset seed(s) {seeds}, {per_seed[0]['n_test']} videos and "
+          f"{per_seed[0]['n_queries']} queries each ({nq} queries in all): R@1 mean "
+          f"[min - max] sd")
+    for m in modes:
+        r = summary[m]["r1"]
+        print(f"  {m:14s} {r['mean']:5.1f} [{r['min']:5.1f} - {r['max']:5.1f}] sd {r['sd']:.1f}   "
+              f"(per seed: {', '.join(f'{x:.1f}' for x in r['values'])})")
+    print(f"  {'label oracle':14s} {oracle_s['mean']:5.1f} [{oracle_s['min']:5.1f} - "
+          f"{oracle_s['max']:5.1f}] time-aware; {oracle_b['mean']:.1f} "
+          f"[{oracle_b['min']:.1f} - {oracle_b['max']:.1f}] order-blind")
+    by = {r["mode"]: r for r in per_seed[0]["rows"]}  # MACs do not depend on the data
+    macs = {
         "mac_ratio": by["per-frame"]["macs"] / by["tempme"]["macs"],
-        "oracle_r1": oracle[0], "oracle_r1_order_blind": oracle[1],
+        "mac_ratio_stream": by["per-frame"]["macs_stream"] / by["tempme-stream"]["macs_stream"],
+        "mac_ratio_fast": by["per-frame"]["macs"] / by["fast"]["macs"],
+        "mac_ratio_fast_stream": by["per-frame"]["macs_stream"] / by["fast-stream"]["macs_stream"],
     }
+    result = {"model": args.model, "seeds": seeds, "queries": args.queries,
+              "per_seed": per_seed, "summary": summary,
+              "oracle_r1": oracle_s, "oracle_r1_order_blind": oracle_b, **macs}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     print()
-    print(f"r1_perframe={result['r1_perframe']:.2f}")
-    print(f"r1_tempme={result['r1_tempme']:.2f}")
-    print(f"r1_stream={result['r1_stream']:.2f}")
-    print(f"mac_ratio={result['mac_ratio']:.3f}")
+    keys = {"per-frame": "r1_perframe", "tempme": "r1_tempme", "tempme-stream": "r1_stream",
+            "fast": "r1_fast", "fast-stream": "r1_fast_stream"}
+    for m, key in keys.items():
+        r = summary[m]["r1"]
+        print(f"{key}={r['mean']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}, sd {r['sd']:.2f}, "
+              f"{len(seeds)} seeds x {per_seed[0]['n_queries']} queries)")
+    print(f"oracle_r1={oracle_s['mean']:.2f} (min {oracle_s['min']:.2f}, max {oracle_s['max']:.2f})")
+    for k, v in macs.items():
+        print(f"{k}={v:.3f}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

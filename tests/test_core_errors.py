@@ -131,7 +131,8 @@ def test_capsule_cannot_be_used_twice():
         merge._core.bipartite_merge(cap, s, m, 2, 0, None, *out)
 
 
-@pytest.mark.skipif(not merge.core_cuda_available(), reason="needs a CUDA device and CUDA kernels")
+@pytest.mark.skipif(not (torch.cuda.is_available() and merge.core_cuda_available()),
+                    reason="needs a CUDA device, a CUDA torch and CUDA kernels")
 def test_device_mismatch():
     x, s, m = good()
     with pytest.raises(ValueError, match="one device"):

@@ -213,8 +213,42 @@ def test_corrupt_or_truncated_input_raises_value_error(SS):
 def test_window_to_device_argument(SS):
     s = SS()
     s.push("a", *chunk(3), seq=0)
-    w = s.window("a", device="cpu")
-    assert w.tokens.device.type == "cpu"
+    s.push("b", *chunk(3, seed=1), seq=0)
+    ref = s.window("a")
+    for dev in ("cpu", torch.device("cpu")):
+        w = s.window("a", device=dev)
+        assert w.tokens.device.type == "cpu" and torch.equal(w.tokens, ref.tokens)
+    # "meta" exists without a GPU, so this proves the argument is honoured, not ignored:
+    # every tensor of the window (and of a batch of windows) lands there, dtypes kept.
+    w = s.window("a", device="meta")
+    assert all(t.device.type == "meta" for t in w)
+    assert [t.dtype for t in w] == [t.dtype for t in ref]
+    wb = s.windows(["a", "b"], device="meta")
+    assert all(t.device.type == "meta" for t in wb) and wb.tokens.shape == (2, 3, 8)
+    for bad in ("gpu", "cuda:x", "not a device"):
+        with pytest.raises((RuntimeError, ValueError)):
+            s.window("a", device=bad)
+        with pytest.raises((RuntimeError, ValueError)):
+            s.windows(["a"], device=bad)
+
+
+@impls
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device and a CUDA torch")
+def test_window_to_cuda(SS):
+    s = SS()
+    s.push("a", *chunk(5), seq=0)
+    s.push("a", *chunk(4, seed=1, t0=5), seq=1)
+    ref = s.window("a")
+    w = s.window("a", device="cuda")
+    assert all(t.is_cuda for t in w)
+    for a, b in zip(w, ref):
+        assert a.dtype == b.dtype and torch.equal(a.cpu(), b)
+    wb = s.windows(["a", "a"], device=torch.device("cuda", 0))
+    assert all(t.is_cuda for t in wb) and torch.equal(wb.tokens[1].cpu(), ref.tokens)
+    # CUDA tensors pushed in come back out equal (the state keeps a host copy).
+    s.push("c", *(t.cuda() for t in chunk(3, seed=2)), seq=0)
+    assert torch.equal(s.window("c").tokens, chunk(3, seed=2)[0])
 
 
 # ----------------------------------------------------------------------------------------------

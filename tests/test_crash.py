@@ -1,11 +1,25 @@
-"""kill -9 of the daemon at random moments, at least 20 times, then a clean finish: every
-expected row is in the archive exactly once.
+"""kill -9 of the daemon, over and over, while it indexes; then a clean finish: every expected
+row is in the archive exactly once, and ids and vectors equal those of an uninterrupted run.
 
 The daemon (daemon/pystreamd.py, a real subprocess) watches a folder of real H.264 files (MP4,
-MKV, MPEG-TS) with a tiny random-weight CLIP. Kills land at two kinds of moments: during start-up
-(model load, LanceDB / SQLite opening) and while indexing (after this process's first encoder
-batch, plus a random delay: between a LanceDB commit and its checkpoint, mid-file with carried
-state, during finish...). Then the daemon runs to completion and stops on SIGTERM with exit 0.
+MKV, MPEG-TS) with a tiny random-weight CLIP. What is killed when:
+
+- START_KILLS kills during start-up: a random 0.3-4 s after the process starts (imports, model
+  load, LanceDB / SQLite opening, the first scan); the phase it was really in is recorded.
+- INDEXING_KILLS kills while indexing: once this process's status shows a finished encoder
+  batch, after a further random 0-0.6 s (so between a LanceDB commit and its checkpoint,
+  mid-file with carried state, during finish, ...). Just before each kill the checkpoint store
+  is read: work is pending when some file in the folder is not marked done yet. At least
+  MIN_PENDING_KILLS must land with work pending (asserted), and a daemon that does not reach
+  its first batch within 90 s fails the test.
+
+Recordings keep arriving, as in a real recordings folder: before each start, new files are moved
+into the folder until AHEAD of them are not done yet, so however fast the machine indexes,
+every kill has work in front of it (and the workload grows only as far as it needs to).
+
+Then the daemon runs to completion and stops on SIGTERM with exit 0, and a second daemon indexes
+the same folder into a fresh archive without interruption: both archives hold the same row ids
+and, id for id, the same vectors (so a resume from corrupt carried state would fail).
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pystream
@@ -31,11 +46,15 @@ from test_pipeline_fixtures import (REPO, env_for_subprocess, expected_windows, 
 
 pytestmark = pytest.mark.slow
 
-N_FILES = 6
-SAMPLES = 80  # sampled frames per file (1 fps): 20 chunks -> 18 windows + 6 coarse rows
+AHEAD = 5  # files not done yet in the folder at each start
+MAX_FILES = 80
+FILE_FPS = 1.0  # written at the sampling rate: every frame is a sample, decoding stays cheap
+SAMPLES = 160  # sampled frames per file: 40 chunks -> 38 windows + 13 coarse rows
 COARSE = 3
-EARLY_KILLS = 10  # during start-up
-INDEXING_KILLS = 12  # after the first encoder batch of that process
+START_KILLS = 2
+INDEXING_KILLS = 20
+MIN_PENDING_KILLS = 20
+VECTOR_TOL = 1e-4
 
 
 def _status(state_dir):
@@ -68,25 +87,57 @@ def _wait_for(pred, timeout, proc):
     return False
 
 
+def _config(tmp_path, name, model, folder):
+    return write_config(tmp_path / f"{name}.yaml", archive=tmp_path / f"{name}-archive",
+                        state_dir=tmp_path / f"{name}-state", model=model, folder=folder,
+                        coarse_windows=COARSE,
+                        batching={"max_batch_chunks": 4, "max_wait_s": 0.02},
+                        writer={"batch_rows": 8, "flush_interval_s": 0.1,
+                                "optimize_interval_s": 3600})
+
+
+def _run_to_completion(runs, log, procs, n_files):
+    """Start one daemon per (config, state dir) at once, wait until each has indexed and
+    committed every file, stop each with SIGTERM (exit 0)."""
+    started = []
+    for cfg, state in runs:
+        proc = _start(cfg, log)
+        procs.append(proc)
+        started.append((proc, state))
+
+    def finished(proc, state):
+        s = _status(state)
+        if s is None or s["pid"] != proc.pid:
+            return False
+        c = s["sources"]["cams"]
+        return (_files_done(state) == n_files and s["writer"]["pending"] == 0
+                and s["encoder"]["queued_chunks"] == 0 and s["encoder"]["open_streams"] == 0
+                and c["state"] == "running")
+    for proc, state in started:
+        assert _wait_for(lambda: finished(proc, state), 240, proc), \
+            Path(log.name).read_text()[-3000:]
+    for proc, _ in started:
+        proc.send_signal(signal.SIGTERM)
+    for proc, _ in started:
+        assert proc.wait(60) == 0
+
+
+def _archive(path):
+    rows = pystream.open(path).table.search() \
+        .select(["id", "source", "uri", "level", "start", "end", "vector"]) \
+        .limit(None).to_arrow().to_pylist()
+    return rows
+
+
 def test_kill9_many_times_then_every_row_exactly_once(tmp_path):
     rng = random.Random(int(os.environ.get("PYSTREAM_CRASH_SEED", "1234")))
     model = make_model_dir(tmp_path / "model")
     folder = tmp_path / "videos"
     folder.mkdir()
-    exts = ["mp4", "mkv", "ts"]
-    files = [write_video(folder / f"cam{i}.{exts[i % 3]}", 4 * SAMPLES, fps=4.0, seed=i)
-             for i in range(N_FILES)]
-    state = tmp_path / "state"
-    archive = tmp_path / "archive"
-    cfg = write_config(tmp_path / "config.yaml", archive=archive, state_dir=state, model=model,
-                       folder=folder, coarse_windows=COARSE,
-                       batching={"max_batch_chunks": 4, "max_wait_s": 0.02},
-                       writer={"batch_rows": 8, "flush_interval_s": 0.1,
-                               "optimize_interval_s": 3600})
     log = open(tmp_path / "daemon.log", "ab")
     procs = []
     try:
-        _crash_loop(rng, cfg, log, state, archive, files, procs)
+        _crash_then_compare(tmp_path, rng, model, folder, log, procs)
     finally:
         for p in procs:  # a failing assertion must not leave a daemon running
             if p.poll() is None:
@@ -94,56 +145,66 @@ def test_kill9_many_times_then_every_row_exactly_once(tmp_path):
                 p.wait()
 
 
-def _crash_loop(rng, cfg, log, state, archive, files, procs):
+def _crash_then_compare(tmp_path, rng, model, folder, log, procs):
+    cfg = _config(tmp_path, "crash", model, folder)
+    state, archive = tmp_path / "crash-state", tmp_path / "crash-archive"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    files: list[str] = []
+    exts = ["mp4", "mkv", "ts"]
 
-    kills = ["early"] * EARLY_KILLS + ["indexing"] * INDEXING_KILLS
-    rng.shuffle(kills)
-    done_kills = collections.Counter()
+    def top_up():  # new recordings arrive (written elsewhere, then moved in)
+        while len(files) - _files_done(state) < AHEAD:
+            assert len(files) < MAX_FILES, "the daemon indexes faster than files can be made"
+            i = len(files)
+            name = f"cam{i:03d}.{exts[i % 3]}"
+            write_video(staging / name, int(FILE_FPS * SAMPLES), fps=FILE_FPS, seed=i)
+            os.replace(staging / name, folder / name)
+            files.append(str(folder / name))
+
+    kinds = ["start-up"] * START_KILLS + ["indexing"] * INDEXING_KILLS
+    rng.shuffle(kinds)
+    kills = []  # what each kill hit
     t_start = time.time()
-    for kind in kills:
+    for kind in kinds:
+        top_up()
         proc = _start(cfg, log)
         procs.append(proc)
-        if kind == "early":
-            time.sleep(rng.uniform(0.3, 6.0))
+        if kind == "start-up":
+            time.sleep(rng.uniform(0.3, 4.0))
         else:
             def busy():
                 s = _status(state)
-                return s is not None and s["pid"] == proc.pid and (
-                    s["encoder"]["batches"] >= 1 or _files_done(state) == N_FILES)
-            if not _wait_for(busy, 90, proc):
-                # Nothing left to encode in this process (all done) or it died: still a kill.
-                pass
-            time.sleep(rng.uniform(0.0, 1.5))
+                return s is not None and s["pid"] == proc.pid and s["encoder"]["batches"] >= 1
+            assert _wait_for(busy, 90, proc), \
+                f"daemon never encoded (rc={proc.poll()}); see {Path(log.name).read_text()[-3000:]}"
+            time.sleep(rng.uniform(0.0, 0.6))
+        s = _status(state)
+        batches = s["encoder"]["batches"] if s is not None and s["pid"] == proc.pid else 0
+        done = _files_done(state)
         assert proc.poll() is None, f"daemon exited by itself (rc={proc.returncode}); see {log.name}"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        done_kills[kind] += 1
-    assert sum(done_kills.values()) >= 20
+        kills.append(dict(kind=kind, batches_seen=batches, files_done=done, files=len(files),
+                          pending=done < len(files)))
+    t_kills = time.time() - t_start
+    pending_indexing = [k for k in kills if k["kind"] == "indexing" and k["pending"]]
+    assert len(pending_indexing) >= MIN_PENDING_KILLS, kills
+    assert len(kills) == START_KILLS + INDEXING_KILLS
 
-    # Let it finish, then stop it cleanly.
-    proc = _start(cfg, log)
-    procs.append(proc)
+    # Let it finish, then stop it cleanly; meanwhile a second daemon indexes the same folder
+    # into a fresh archive without interruption (the reference).
+    t_fin = time.time()
+    ref_cfg = _config(tmp_path, "clean", model, folder)
+    _run_to_completion([(cfg, state), (ref_cfg, tmp_path / "clean-state")], log, procs, len(files))
+    t_end = time.time()
+    rows = _archive(archive)
 
-    def finished():
-        s = _status(state)
-        if s is None or s["pid"] != proc.pid:
-            return False
-        c = s["sources"]["cams"]
-        return (_files_done(state) == N_FILES and s["writer"]["pending"] == 0
-                and s["encoder"]["queued_chunks"] == 0 and s["encoder"]["open_streams"] == 0
-                and c["state"] == "running")
-    assert _wait_for(finished, 150, proc), Path(log.name).read_text()[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0
-    elapsed = time.time() - t_start
-
-    rows = pystream.open(archive).table.search().select(["id", "source", "uri", "level", "start", "end"]) \
-        .limit(None).to_arrow().to_pylist()
+    # Exactly once.
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicate row ids"
     keys = [(r["source"], r["uri"], r["level"], round(r["start"], 3)) for r in rows]
     assert len(keys) == len(set(keys)), "duplicate (source, uri, level, start)"
-
     for f in files:
         n = sum(1 for _ in decode_frames(f, 1.0, 64))
         w0, w1 = expected_windows(n, coarse=COARSE)
@@ -154,4 +215,16 @@ def _crash_loop(rng, cfg, log, state, archive, files, procs):
         got1 = sorted(round(r["start"] - t0, 3) for r in mine if r["level"] == 1)
         assert got0 == [4.0 * i for i in range(w0)], f
         assert got1 == [4.0 * COARSE * j for j in range(w1)], f
-    print(f"crash test: {dict(done_kills)} kills, {len(rows)} rows, {elapsed:.0f} s")
+
+    # The same as the uninterrupted run, id for id and vector for vector.
+    ref = {r["id"]: np.asarray(r["vector"]) for r in _archive(tmp_path / "clean-archive")}
+    got = {r["id"]: np.asarray(r["vector"]) for r in rows}
+    assert sorted(got) == sorted(ref)
+    worst = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
+    assert worst < VECTOR_TOL, worst
+    by = collections.Counter((k["kind"], k["pending"]) for k in kills)
+    print(f"crash test: {len(kills)} kills ({dict(by)}: (kind, work pending)), "
+          f"files done / in the folder at each kill "
+          f"{[(k['files_done'], k['files']) for k in kills]}, {len(rows)} rows, "
+          f"max |vector - clean run| {worst:.2e}; kills {t_kills:.0f} s, "
+          f"finish + clean run {t_end - t_fin:.0f} s")

@@ -170,10 +170,26 @@ def test_truncated_stream_yields_good_frames(videos, tmp_path, ext):
     assert [f.pts_s for f in frames] == pytest.approx([k / 2 for k in range(len(frames))])
 
 
-def test_generator_closes_container_early(videos):
+def test_generator_closes_container_early(videos, monkeypatch):
+    """Closing the generator after one frame closes the container at once (not at GC)."""
+    import pystream.decode as dec
+
+    opened = []
+    real_open = dec._open
+
+    def spy(*a, **kw):
+        c = real_open(*a, **kw)
+        opened.append(c)
+        return c
+
+    monkeypatch.setattr(dec, "_open", spy)
     gen = decode_frames(videos["mp4"], fps=2, size=16)
     next(gen)
-    gen.close()  # runs the finally: container.close(); must not raise
+    (container,) = opened
+    assert container.streams.video[0].codec_context.width > 0  # open while frames flow
+    gen.close()  # runs the finally: container.close()
+    with pytest.raises(IndexError):
+        container.streams.video[0]  # a closed container has no streams left
 
 
 def test_bad_fps():

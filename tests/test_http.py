@@ -47,7 +47,11 @@ def test_search_filters_and_thumbnails(client):
     r = c.get("/search", params={"q": "van", "source": "dock"})
     assert [h["source"] for h in r.json()["hits"]] == ["dock"]
     r = c.get("/search", params={"q": "gate", "since": 1010, "until": 1015, "k": 10})
-    assert all(h["end"] >= 1010 and h["start"] <= 1015 for h in r.json()["hits"])
+    hits = r.json()["hits"]
+    # Exactly the clips overlapping [1010, 1015]: gate 1000-1012 ... 1012-1024 (not dock).
+    assert sorted((h["source"], h["start"]) for h in hits) == \
+        [("gate", 1000.0), ("gate", 1004.0), ("gate", 1008.0), ("gate", 1012.0)]
+    assert all(h["end"] >= 1010 and h["start"] <= 1015 for h in hits)
     r = c.get("/search", params={"q": "gate", "k": 1, "thumbnails": "true"})
     hit = r.json()["hits"][0]
     assert hit["thumbnail_b64"]

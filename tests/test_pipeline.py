@@ -140,10 +140,15 @@ def test_files_indexed_once_with_exact_windows(tmp_path, model_dir, videos):
     some_id = sorted(k for k in vecs if "|0|" in k)[0]  # a window (a 1-window coarse row ties)
     hit = pystream.open(cfg.archive).search(vecs[some_id], k=1, level=0)[0]
     assert hit.id == some_id and hit.score > 0.999
-    # Text search through the model's own text tower.
+    # Text search through the model's own text tower ranks windows by cosine with the query:
+    # the hits are the stored windows with the highest text . vector, best first, scores equal.
     model = load_video_model(cfg)
     arc = pystream.open(cfg.archive, text_encoder=lambda q: model.encode_text(q).numpy())
-    assert len(arc.search("a red circle", k=3)) == 3
+    q = model.encode_text("a red circle").numpy()[0]
+    want = sorted(((float(q @ v), k) for k, v in vecs.items() if "|0|" in k), reverse=True)[:3]
+    hits = arc.search("a red circle", k=3)
+    assert [h.id for h in hits] == [k for _, k in want]
+    assert [h.score for h in hits] == pytest.approx([sc for sc, _ in want], abs=1e-4)
 
     # A restart does not index the files again.
     ix2 = Indexer(cfg, sources=[ListSource("cams", videos)])
@@ -231,3 +236,29 @@ def test_batches_chunks_across_sources(tmp_path, model_dir, videos):
     assert ix.run() == 0
     assert max(sizes) > 1  # chunks of different sources shared a forward pass
     assert {r["source"] for r in _rows(cfg.archive)} == {"s0", "s1", "s2"}
+
+
+# Test-split videos (seed 1) that the shipped model tells apart from each other by a wide margin.
+SHIPPED_VIDEOS = (3, 5, 12, 15)
+
+
+def test_text_search_finds_the_captioned_video_with_the_shipped_model(tmp_path):
+    """Index four synthetic videos through the engine with the shipped model, then search each
+    one's caption: that video's window ranks first."""
+    from pystream import synth
+
+    exs = synth.make_split("test", max(SHIPPED_VIDEOS) + 1, 1)
+    paths = {}
+    for i in SHIPPED_VIDEOS:
+        # 48 frames at 4 fps, sampled at 1 fps: the 12 frames of one window.
+        paths[i] = str(tmp_path / f"v{i}.mp4")
+        synth.write_video(synth.render_example(exs[i], 112, 48), paths[i], fps=4.0)
+    cfg = _cfg(tmp_path, "shipped", coarse_windows=0)
+    assert Indexer(cfg, sources=[ListSource("cams", list(paths.values()), size=112)]).run() == 0
+    model = load_video_model(cfg)
+    arc = pystream.open(cfg.archive, text_encoder=lambda q: model.encode_text(q).numpy())
+    for i, path in paths.items():
+        hits = arc.search(exs[i].caption, k=len(paths))
+        assert len(hits) == len(paths)
+        assert hits[0].uri == path, (exs[i].caption, [(h.uri, round(h.score, 3)) for h in hits])
+        assert hits[0].score > hits[1].score + 0.05

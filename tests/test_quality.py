@@ -111,3 +111,45 @@ def test_benchmark_streaming_path_equals_offline(model, smoke_split):
         off = q.offline_embeddings(model, frames, schedule, batch=4)
         st = q.stream_embeddings(model, frames, schedule, batch=4)  # 2 batches of streams
         assert (off - st).abs().max().item() < 1e-4, schedule
+
+
+def _label(**kw):
+    lab = {"event": "stop", "shape": "square", "colour": "red", "size": "small",
+           "direction": "left", "colour_to": None, "shape2": None, "colour2": None,
+           "size2": None, "distractor": None}
+    lab.update(kw)
+    return lab
+
+
+def test_label_oracle_keys_only_on_what_the_caption_states():
+    """Videos that differ only in what their captions do not say are tied for the oracle."""
+    q = _quality_module()
+    # "stops moving" names no direction: stop-left and stop-right both fit.
+    labels = [_label(direction="left"), _label(direction="right")]
+    assert q.oracle_r1(labels, ["a red square stops moving"] * 2) == 50.0
+    # ... but "moves left and then stops" does.
+    assert q.oracle_r1(labels, ["a red square moves left and then stops",
+                                "a red square moves right and then stops"]) == 100.0
+    # A crossing never states its axis, nor the second object's size unless a size word names it.
+    cross = dict(event="cross", shape="triangle", shape2="circle", colour2="blue")
+    labels = [_label(**cross, direction="horizontal", size2="small"),
+              _label(**cross, direction="vertical", size2="large")]
+    assert q.oracle_r1(labels, ["a red triangle and a blue circle cross each other"] * 2) == 50.0
+    # A size word on the second object says nothing about the first object's size.
+    labels = [_label(**cross, direction="horizontal", size2="large"),
+              _label(**cross, direction="horizontal", size="large", size2="large")]
+    assert q.oracle_r1(labels, ["a red triangle and a big blue circle pass each other"] * 2) == 50.0
+    assert q.oracle_r1(labels, ["a tiny red triangle and a big blue circle pass each other",
+                                "a big red triangle and a big blue circle pass each other"]) == 100.0
+
+
+def test_label_oracle_every_caption_fits_its_own_video():
+    from pystream import synth
+
+    q = _quality_module()
+    for split in ("test", "train"):
+        exs = synth.make_split(split, 400, 5)
+        caps = [p for e in exs for p in e.paraphrases]
+        targets = [i for i, e in enumerate(exs) for _ in e.paraphrases]
+        r = q.oracle_r1([e.label for e in exs], caps, targets=targets)  # raises if one does not
+        assert 100.0 / len(exs) < r < 100.0

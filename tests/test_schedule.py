@@ -30,9 +30,15 @@ def test_default_b32_macs_about_35_percent_lower():
     assert 0.33 < saving < 0.36
 
 
-def test_fast_preset_merges_more():
+def test_fast_preset_b32_tokens_600_to_24():
+    acc = b32(FAST)
+    # Per sequence: ImgMe r=4 x 8: 50 -> 18. ClipMe 2x18=36, cross 50% = 18 capped at
+    # (36-2)//2 = 17 -> 19, intra 15% = 2 -> 17; 2x17=34, cross capped at (34-4)//2 = 15 -> 19
+    # -> 17; 3x17=51, cross capped at (51-12)//2 = 19 -> 32, intra 4 -> 28; final 15% = 4 -> 24.
+    assert [l.tokens_out for l in acc.layers] == [46, 42, 38, 34, 30, 26, 22, 18, 17, 17, 28, 24]
+    assert [l.sequences for l in acc.layers] == [12] * 8 + [6, 3, 1, 1]
+    assert acc.output_tokens == 24  # the README's "600 -> 24 (fast)"
     assert b32(FAST).total_macs < b32(DEFAULT).total_macs
-    assert b32(FAST).output_tokens < 97
 
 
 def test_config_overrides_and_errors():

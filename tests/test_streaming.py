@@ -93,17 +93,33 @@ def test_state_round_trip_resumes_identically():
     assert any(e.level == 1 for e in full)
 
 
-def test_state_is_bounded_and_cost_per_window_constant():
-    m = video_model("tiny")
+@pytest.mark.parametrize("schedule", ["default", "fast", "off"])
+def test_state_is_bounded_and_cost_per_window_constant(schedule):
+    """One stream, one new chunk per call, 16 calls: from the first window on, every call does
+    exactly the same compute (matmul/attention FLOPs counted by torch), carries the same number
+    of tokens and bytes, and costs well under re-encoding the 12-frame window (each frame runs
+    the chunk-local layers once)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = video_model("tiny", schedule)
     enc = StreamingEncoder(m, coarse_windows=0)
-    px = _stream_pixels(8, 12)
-    sizes = []
-    for i in range(12):
-        t0 = 1000.0 + 12 * i
-        enc.encode(list(_chunks("cam", px, t0=t0)))
-        sizes.append(enc.states.nbytes)
-    assert len(set(sizes[1:])) == 1  # three chunks carried, whatever the stream length
+    px = _stream_pixels(8, 64)
+    flops, carried, nbytes, emitted = [], [], [], []
+    for i, c in enumerate(_chunks("cam", px)):
+        with FlopCounterMode(display=False) as fc:
+            out = enc.encode([c])
+        flops.append(fc.get_total_flops())
+        carried.append(int(enc.states.windows(["cam"]).lengths[0]))
+        nbytes.append(enc.states.nbytes)
+        emitted.append(len(out))
+    assert emitted == [0, 0] + [1] * 14
+    steady = flops[2:]
+    assert len(set(steady)) == 1, flops  # the same work for window 1 and window 14
+    assert len(set(carried[2:])) == 1 and len(set(nbytes[2:])) == 1, (carried, nbytes)
     assert enc.states.num_chunks("cam") == 3
+    with FlopCounterMode(display=False) as fc:
+        m.encode_video(px[None, :12])
+    assert steady[0] < 0.45 * fc.get_total_flops(), (steady[0], fc.get_total_flops())
 
 
 def test_bad_inputs():
@@ -123,3 +139,41 @@ def test_bad_inputs():
         StreamingEncoder(m).load_state_bytes(bytes(blob))
     with pytest.raises(ValueError, match="hop_chunks"):
         StreamingEncoder(m, hop_chunks=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device and a CUDA torch")
+@pytest.mark.parametrize("schedule", ["default", "fast", "off"])
+def test_streaming_on_cuda_equals_cpu(schedule, no_tf32):
+    """The streaming encoder with the model on the GPU emits what it emits on the CPU (carried
+    windows, merges and heads on the model's device), for uint8 frames from the decoder."""
+    import copy
+
+    cpu = video_model("b32", schedule)
+    gpu = copy.deepcopy(cpu).cuda()
+    rng = np.random.default_rng(0)
+    frames = {f"cam{i}": rng.integers(0, 256, (20, 224, 224, 3), dtype=np.uint8) for i in range(3)}
+    res = {}
+    for name, m in (("cpu", cpu), ("cuda", gpu)):
+        enc = StreamingEncoder(m, coarse_windows=2)
+        out = []
+        for first in range(0, 16, 4):
+            out += enc.encode([Chunk(s, f[first:first + 4], [first + j for j in range(4)], first, 1.0)
+                               for s, f in frames.items()])
+        for s, f in frames.items():
+            out += enc.finish(s, Chunk(s, f[16:18], [16.0, 17.0], 16, 1.0))
+        res[name] = out
+    a, b = res["cpu"], res["cuda"]
+    assert [(e.stream, e.level, e.start, e.end, e.first_frame, e.last_frame) for e in a] == \
+        [(e.stream, e.level, e.start, e.end, e.first_frame, e.last_frame) for e in b]
+    for x, y in zip(a, b):
+        assert np.abs(x.vector - y.vector).max() < 2e-3, (x.stream, x.level, x.start)
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 on the GPU as on the CPU: TF32 convolutions/matmuls would move merge decisions."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -207,7 +207,7 @@ class ClipVideoModel(torch.nn.Module):
     def embed(self, pixels: torch.Tensor, frame_index=None, frame_times=None) -> Tokens:
         """Patch embedding + pre-LN for F frames -> F sequences of 1 + P tokens."""
         self._check_pixels(pixels)
-        h = self.vision.pre_layrnorm(self.vision.embeddings(pixels.to(self.pixel_mean.dtype)))
+        h = self.vision.pre_layrnorm(self.vision.embeddings(pixels.to(self.pixel_mean.device, self.pixel_mean.dtype)))
         Fn, N = h.shape[:2]
         sizes = torch.ones(Fn, N, dtype=torch.float32, device=h.device)
         frames = times = None
