@@ -198,11 +198,31 @@ def encoder_for(model, ov: dict) -> StreamingEncoder:
 
 # ----------------------------------------------------------------------------- encoder only
 
-def encoder_section(names, streams: int, rounds: int, frames_per_cam: int, height: int):
-    clip = random_clip("b32")
-    model = ClipVideoModel(clip, model_id="random-b32")
+def fidelity(ref: dict, got: dict, queries: np.ndarray, k: int = 10):
+    """(mean cosine, min cosine, recall@k agreement) of embeddings ``got`` against ``ref``
+    (both {window key: unit vector}). Agreement: the share of each query's top-k windows under
+    ``ref`` that are also in its top-k under ``got``, averaged over the queries."""
+    if set(ref) != set(got):
+        raise ValueError(f"windows differ: {len(set(ref) ^ set(got))} not in both")
+    keys = sorted(ref)
+    R = np.stack([ref[x] for x in keys])
+    A = np.stack([got[x] for x in keys])
+    cos = np.sum(R * A, axis=1) / (np.linalg.norm(R, axis=1) * np.linalg.norm(A, axis=1))
+    k = min(k, len(keys))
+    agree = np.mean([len(set(np.argsort(-R @ q)[:k]) & set(np.argsort(-A @ q)[:k])) / k
+                     for q in queries])
+    return float(cos.mean()), float(cos.min()), float(agree)
+
+
+def encoder_section(names, streams: int, rounds: int, frames_per_cam: int, height: int,
+                    model_name: str = "b32"):
+    if model_name == "shipped":
+        model = ClipVideoModel.from_pretrained("shipped")
+    else:
+        model = ClipVideoModel(random_clip(model_name), model_id=f"random-{model_name}")
     paths = clips(height)
-    cams = [decoded_frames(paths[s % len(paths)], 224, frames_per_cam, offset_s=7.0 * (s // 3))
+    size = model.image_size
+    cams = [decoded_frames(paths[s % len(paths)], size, frames_per_cam, offset_s=7.0 * (s // 3))
             for s in range(streams)]
     n_chunks = frames_per_cam // 4
     names = list(dict.fromkeys(["tempme", *names]))  # exact fp32 TempMe is the fidelity reference
@@ -222,27 +242,25 @@ def encoder_section(names, streams: int, rounds: int, frames_per_cam: int, heigh
             out_vecs[n] += [(e.stream, e.first_frame, e.vector) for e in em]
     ref = {(s, f): v for s, f, v in out_vecs["tempme"]}
     base = statistics.median(fps["baseline"]) if "baseline" in fps else None
-    print(f"\nencoder only: {streams} cameras x {frames_per_cam} frames, ViT-B/32 random weights, "
-          f"threads={torch.get_num_threads()}")
+    print(f"\nencoder only: {streams} cameras x {frames_per_cam} frames, model {model.model_id} "
+          f"({size} px), threads={torch.get_num_threads()}")
     print(f"{'config':<10}{'frames/s':>10}{'x baseline':>12}{'x tempme':>10}{'reused':>8}"
           f"{'cos mean':>10}{'cos min':>9}{'R@10 agree':>12}")
-    qs = torch.randn(64, 512, generator=torch.Generator().manual_seed(0))
+    qs = torch.randn(64, model.dim, generator=torch.Generator().manual_seed(0))
     qs = torch.nn.functional.normalize(qs, dim=-1).numpy()
-    keys = sorted(ref)
-    R = np.stack([ref[k] for k in keys])
-    top_ref = [set(np.argsort(-R @ q)[:10]) for q in qs]
     results = {}
     for n in names:
         got = {(s, f): v for s, f, v in out_vecs[n]}
-        cos = [float(np.dot(ref[k], got[k])) for k in keys]
-        A = np.stack([got[k] for k in keys])
-        agree = np.mean([len(top_ref[i] & set(np.argsort(-A @ q)[:10])) / 10 for i, q in enumerate(qs)])
+        cos_mean, cos_min, agree = fidelity(ref, got, qs)
         f = statistics.median(fps[n])
         reused = np.mean([encs[n].reused_share(f"cam{s}") for s in range(streams)])
-        results[n] = dict(fps=f, cos_mean=np.mean(cos), cos_min=np.min(cos), agree=agree)
+        results[n] = dict(fps=f, cos_mean=cos_mean, cos_min=cos_min, agree=agree)
+        if encs[n].reuse is not None:
+            print(f"  ({n}: reuse state per camera {encs[n].reuse.nbytes('cam0') / 2**20:.2f} MiB, "
+                  f"constant over time)")
         print(f"{n:<10}{f:>10.1f}{(f / base if base else float('nan')):>12.2f}"
-              f"{f / statistics.median(fps['tempme']):>10.2f}{reused:>8.2f}{np.mean(cos):>10.4f}"
-              f"{np.min(cos):>9.4f}{agree:>12.2f}")
+              f"{f / statistics.median(fps['tempme']):>10.2f}{reused:>8.2f}{cos_mean:>10.4f}"
+              f"{cos_min:>9.4f}{agree:>12.2f}")
     return results
 
 
@@ -313,15 +331,19 @@ def _thread_cpu() -> dict:
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            out[int(tid)] = ((int(fields[11]) + int(fields[12])) / tick, comm)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             pass
     return out
 
 
-def _stage_of(name: str | None) -> str:
+def _stage_of(name: str | None, comm: str = "") -> str:
+    if comm.startswith("av:"):
+        return "decode"  # libav's own frame/slice threads (decode_threads != 1)
     if name is None:
-        return "encode"  # native threads: torch's OpenMP workers (decode_threads=1: no libav pool)
+        return "encode"  # other native threads: torch's OpenMP workers
     if name.startswith("pystream-src-"):
         return "decode"
     if name.startswith("pystream-source-"):
@@ -388,9 +410,9 @@ def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25
         shutil.rmtree(root, ignore_errors=True)
     span = wall1 - wall0
     share = {}
-    for tid, c in cpu1.items():
-        stage = _stage_of(names.get(tid))
-        share[stage] = share.get(stage, 0.0) + (c - cpu0.get(tid, 0.0)) / span
+    for tid, (c, comm) in cpu1.items():
+        stage = _stage_of(names.get(tid), comm)
+        share[stage] = share.get(stage, 0.0) + (c - cpu0.get(tid, (0.0, ""))[0]) / span
     resize = (sum(s["resize_cpu_s"] for s in st.values()) - resize0) / span
     share["decode"] = share.get("decode", 0.0) - resize
     share["resize"] = resize
@@ -448,6 +470,8 @@ def main():
     ap.add_argument("--max", type=int, default=64)
     ap.add_argument("--streams", type=int, default=8, help="cameras in the encoder-only section")
     ap.add_argument("--frames", type=int, default=48, help="frames per camera, encoder-only")
+    ap.add_argument("--fidelity-models", default="b32,shipped",
+                    help="models of the encoder-only section: b32 (random weights), shipped")
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-encoder", action="store_true")
     args = ap.parse_args()
@@ -456,7 +480,8 @@ def main():
           f"{torch.get_num_threads()}; default config: {config_overrides('default')}")
     paths = clips(args.height)
     if not args.skip_encoder:
-        encoder_section(names, args.streams, 1, args.frames, args.height)
+        for m in args.fidelity_models.split(","):
+            encoder_section(names, args.streams, 1, args.frames, args.height, m)
         decode_section()
     if args.skip_live:
         return

@@ -66,7 +66,7 @@ def offline_embeddings(model: ClipVideoModel, frames: torch.Tensor, schedule: st
 
 @torch.no_grad()
 def stream_embeddings(model: ClipVideoModel, frames: torch.Tensor, schedule: str,
-                      batch: int = 32) -> torch.Tensor:
+                      batch: int = 32, **encoder_kw) -> torch.Tensor:
     """Each video is a stream through pystream.model.streaming.StreamingEncoder: its 4-frame
     chunks are pushed in order (the j-th chunks of ``batch`` streams in one call), then
     ``finish``; the one level-0 window of each stream is its embedding."""
@@ -76,7 +76,7 @@ def stream_embeddings(model: ClipVideoModel, frames: torch.Tensor, schedule: str
     out = torch.empty(V, model.dim)
     got = np.zeros(V, bool)
     for b0 in range(0, V, batch):
-        enc = StreamingEncoder(model, schedule=schedule, coarse_windows=0)
+        enc = StreamingEncoder(model, schedule=schedule, coarse_windows=0, **encoder_kw)
         k = enc.chunk_frames
         if Fn % k:
             raise ValueError(f"{Fn} frames do not split into chunks of {k}")
@@ -105,13 +105,25 @@ def stream_embeddings(model: ClipVideoModel, frames: torch.Tensor, schedule: str
     return F.normalize(out, dim=-1)
 
 
-EMBEDDERS: Dict[str, Callable] = {"offline": offline_embeddings, "stream": stream_embeddings}
+def stream_config_embeddings(model: ClipVideoModel, frames: torch.Tensor, schedule: str,
+                             batch: int = 32) -> torch.Tensor:
+    """The streaming encoder with config/default.yaml's precision and static-patch reuse."""
+    from pystream.config import load_config
+
+    cfg = load_config(None)
+    return stream_embeddings(model, frames, schedule, batch, precision=cfg.precision,
+                             reuse=cfg.reuse.settings())
+
+
+EMBEDDERS: Dict[str, Callable] = {"offline": offline_embeddings, "stream": stream_embeddings,
+                                  "stream-config": stream_config_embeddings}
 
 # (row name, schedule preset, embedder)
 MODES = [
     ("per-frame", "off", "offline"),
     ("tempme", "default", "offline"),
     ("tempme-stream", "default", "stream"),
+    ("default-config-stream", "default", "stream-config"),  # precision auto + reuse (defaults)
     ("fast", "fast", "offline"),
     ("fast-stream", "fast", "stream"),
 ]
@@ -122,7 +134,7 @@ MODES = [
 
 def macs_per_window(model: ClipVideoModel, schedule: str, embedder: str) -> int:
     acc = model.accounting(schedule)
-    if embedder == "stream":
+    if embedder.startswith("stream"):
         return streaming_window_macs(acc, schedule_from_config(schedule), len(model.layers))
     return acc.total_macs
 
@@ -263,7 +275,7 @@ def format_table(rows: List[dict], n: int, oracle: tuple = (),
             f"{'MdR':>6s} {'GMACs/win':>9s} {'stream':>7s} {'x fewer':>7s} {'videos/s':>8s}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        key = "macs_stream" if r["path"] == "stream" else "macs"
+        key = "macs_stream" if r["path"].startswith("stream") else "macs"
         lines.append(
             f"{r['mode']:14s} {r['schedule']:8s} {r['path']:7s} {r['r1']:6.1f} {r['r5']:6.1f} "
             f"{r['r10']:6.1f} {r['medr']:6.1f} {r['macs'] / 1e9:9.3f} {r['macs_stream'] / 1e9:7.3f} "
@@ -373,6 +385,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=1))
     print()
     keys = {"per-frame": "r1_perframe", "tempme": "r1_tempme", "tempme-stream": "r1_stream",
+            "default-config-stream": "r1_default_config_stream",
             "fast": "r1_fast", "fast-stream": "r1_fast_stream"}
     for m, key in keys.items():
         r = summary[m]["r1"]
