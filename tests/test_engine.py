@@ -13,8 +13,8 @@ import pytest
 
 from pystream.checkpoint import CheckpointStore
 from pystream.decode import Frame
-from pystream.engine.commit import (ENCODER_KEY, CommitLog, plan_restore, restore_source_stats,
-                                    resume_point)
+from pystream.engine.commit import (ENCODER_KEY, CommitLog, plan_restore, restore,
+                                    restore_source_stats, resume_point)
 from pystream.engine.ingest import RestartPolicy, SourceRunner
 from pystream.engine.messages import ChunkItem, ChunkQueue, EndItem
 from pystream.engine.stats import SourceStats
@@ -152,6 +152,34 @@ def test_plan_restore_resumes_files_and_drops_live_and_done_streams():
     assert ref.source == "cams" and ref.file_key == ("a.mp4", 10, 1.5) and not ref.live
     assert plan.next_frame == {"file:cams|a.mp4": 8}
     assert plan_restore(None, lambda *fk: False).resume == {}
+
+
+class FakeEncoder:
+    def __init__(self, fail=False):
+        self.fail, self.loaded, self.dropped = fail, None, []
+
+    def load_state_bytes(self, b):
+        if self.fail:
+            raise ValueError("state of another model")
+        self.loaded = b
+
+    def drop(self, key):
+        self.dropped.append(key)
+
+
+def test_restore_loads_the_state_and_drops_live_streams(store):
+    streams = dict(STREAM, **{"live:cam|x": dict(source="cam", uri="rtsp://x", live=True,
+                                                 file_key=None, next_frame=3)})
+    store.put(ENCODER_KEY, {"streams": streams}, b"carried")
+    store.put("cams", {"rows": 5, "files_done": 1, "live": False, "last_end": 9.0})
+    enc, stats = FakeEncoder(), {"cams": SourceStats("cams", "folder")}
+    plan = restore(store, enc, stats)
+    assert enc.loaded == b"carried" and enc.dropped == ["live:cam|x"]
+    assert list(plan.resume) == ["file:cams|a.mp4"] and plan.next_frame["file:cams|a.mp4"] == 8
+    assert stats["cams"].rows == 5 and stats["cams"].files_done == 1 and not stats["cams"].gaps
+    # a state another model wrote: unfinished files start over, nothing is resumed
+    plan = restore(store, FakeEncoder(fail=True), {"cams": SourceStats("cams", "folder")})
+    assert plan.resume == {} and plan.open == {}
 
 
 def test_resume_point():

@@ -87,6 +87,25 @@ def restore_source_stats(checkpoints, stats: Dict[str, SourceStats], now: float 
             log.info("source %s: gap %.1f s while the daemon was down", name, now - p["last_end"])
 
 
+def restore(checkpoints, encoder, stats: Dict[str, SourceStats]) -> RestorePlan:
+    """Start-up: load the carried state of files cut short into ``encoder`` (dropping what
+    ``plan_restore`` says to), and the per-source numbers (live downtime becomes a gap)."""
+    progress, state = checkpoints.get_with_state(ENCODER_KEY)
+    plan = RestorePlan()
+    if progress and state:
+        try:
+            encoder.load_state_bytes(state)
+        except Exception as e:  # a state from another model/version: start those files over
+            log.warning("cannot restore encoder state (%s); unfinished files restart", e)
+            progress = {}
+        plan = plan_restore(progress, checkpoints.is_file_done)
+        for key in plan.drop:
+            encoder.drop(key)
+        log.info("restored %d unfinished file(s) from checkpoint", len(plan.resume))
+    restore_source_stats(checkpoints, stats)
+    return plan
+
+
 class CommitLog:
     """Markers between the encoder thread (``add``) and the writer thread (``committed``).
 

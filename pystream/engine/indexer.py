@@ -22,9 +22,9 @@ from ..checkpoint import CheckpointStore
 from ..config import Config
 from ..store import ClipRow, ClipWriter, portable_model_ref
 from ..model.streaming import StreamingEncoder
-from .commit import ENCODER_KEY, CommitLog, RestorePlan, plan_restore, restore_source_stats
+from .commit import CommitLog, restore
 from .encode import EncodeStage
-from .ingest import RestartPolicy, SourceRunner
+from .ingest import RestartPolicy, SourceRunner, make_sources, source_fps
 from .messages import ChunkQueue
 from .rows import RowBuilder
 from .stats import SourceStats, connection_state
@@ -81,7 +81,7 @@ class Indexer:
 
         self._encoder_done = threading.Event()
         self._chunks = ChunkQueue(config.batching.queue_chunks, self._encoder_done)
-        plan = self._restore()
+        plan = restore(self.checkpoints, self.encoder, self.stats)
         self._resume: Dict[str, dict] = plan.resume
         self.commit = CommitLog(self.checkpoints, self.stats)
         self.rows = RowBuilder(self.model_id, self.window_frames, self.k)
@@ -102,45 +102,7 @@ class Indexer:
     # ------------------------------------------------------------------ setup
 
     def _make_sources(self):
-        from ..sources import make_source  # written against the sources contract
-
-        out = []
-        for sc in self.cfg.enabled_sources():
-            d = {k: v for k, v in sc.model_dump(exclude={"enabled"}).items() if v is not None}
-            d["fps"] = self.cfg.source_fps(sc)
-            d["size"] = self.model.image_size  # the decoder resizes to the model's input in libav
-            extra = {}
-            if sc.type == "folder":
-                extra["is_done"] = (lambda path, size, mtime, _n=sc.name:
-                                    self.checkpoints.is_file_done(_n, path, size, mtime))
-            out.append(make_source(d, **extra))
-        return out
-
-    def _restore(self) -> RestorePlan:
-        """Load the carried state of files cut short; record live downtime as gaps."""
-        progress, state = self.checkpoints.get_with_state(ENCODER_KEY)
-        plan = RestorePlan()
-        if progress and state:
-            try:
-                self.encoder.load_state_bytes(state)
-            except Exception as e:  # a state from another model/version: start those files over
-                log.warning("cannot restore encoder state (%s); unfinished files restart", e)
-                progress = {}
-            plan = plan_restore(progress, self.checkpoints.is_file_done)
-            for key in plan.drop:
-                self.encoder.drop(key)
-            log.info("restored %d unfinished file(s) from checkpoint", len(plan.resume))
-        restore_source_stats(self.checkpoints, self.stats)
-        return plan
-
-    def _fps_of(self, src) -> float:
-        fps = getattr(src, "fps", None)
-        if fps:
-            return float(fps)
-        for sc in self.cfg.sources:
-            if sc.name == src.name:
-                return self.cfg.source_fps(sc)
-        return self.cfg.sample_fps
+        return make_sources(self.cfg, self.model.image_size, self.checkpoints.is_file_done)
 
     def _on_commit(self, batch: List[ClipRow]):
         """Writer thread, after `batch` is in LanceDB."""
@@ -177,7 +139,7 @@ class Indexer:
     def start(self):
         for src in self.sources:
             r = SourceRunner(src, self._chunks, self.stats[src.name], k=self.k,
-                             fps=self._fps_of(src), stop_event=self.stop_event,
+                             fps=source_fps(self.cfg, src), stop_event=self.stop_event,
                              is_file_done=self.checkpoints.is_file_done, resume=self._resume,
                              restart=self.restart)
             r.start()

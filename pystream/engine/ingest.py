@@ -28,6 +28,34 @@ from .stats import SourceStats
 log = logging.getLogger("pystream.pipeline")
 
 
+def make_sources(cfg, image_size: int, is_file_done: Callable[..., bool]) -> list:
+    """The configured, enabled sources; a folder skips files ``is_file_done(name, ...)``."""
+    from ..sources import make_source  # written against the sources contract
+
+    out = []
+    for sc in cfg.enabled_sources():
+        d = {k: v for k, v in sc.model_dump(exclude={"enabled"}).items() if v is not None}
+        d["fps"] = cfg.source_fps(sc)
+        d["size"] = image_size  # the decoder resizes to the model's input in libav
+        extra = {}
+        if sc.type == "folder":
+            extra["is_done"] = (lambda path, size, mtime, _n=sc.name:
+                                is_file_done(_n, path, size, mtime))
+        out.append(make_source(d, **extra))
+    return out
+
+
+def source_fps(cfg, src) -> float:
+    """A source's sampling rate: its own, its configured one, or the global default."""
+    fps = getattr(src, "fps", None)
+    if fps:
+        return float(fps)
+    for sc in cfg.sources:
+        if sc.name == src.name:
+            return cfg.source_fps(sc)
+    return cfg.sample_fps
+
+
 @dataclass
 class RestartPolicy:
     initial_s: float = 1.0  # first backoff after a crash
