@@ -479,6 +479,6 @@ def test_not_run_examples_are_consistent(ws):
 
     load_config(REPO / "config" / "default.yaml")
     # synthetic/train.py: the documented flags exist.
-    proc = subprocess.run([PY, "-m", "pystream.synthetic.train", "--help"], cwd=REPO, env=ws["env"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([PY, "-m", "pystream.synthetic.train", "--help"], cwd=REPO,
+                          env=ws["env"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "--out" in proc.stdout and "--seed" in proc.stdout
