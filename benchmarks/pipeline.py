@@ -110,7 +110,7 @@ def _cfg(root: str, schedule: str, **over):
 
 
 def make_videos(root: str, n: int, seconds: int) -> list[str]:
-    from pystream.synth import render_stream_frames, write_video
+    from pystream.synthetic.videos import render_stream_frames, write_video
 
     paths = []
     for i in range(n):

@@ -5,7 +5,7 @@
     python benchmarks/quality.py --seeds 0 --queries canonical   # one seed, one query a video
     python benchmarks/quality.py --model DIR --n-test 600
 
-The test split (pystream.synth, held-out shape-event pairs never seen in training) is
+The test split (pystream.synthetic.videos, held-out shape-event pairs never seen in training) is
 generated and encoded as H.264 files, decoded with pystream.decode at 1 fps (12 frames per
 video), and embedded by each mode:
 
@@ -51,8 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pystream import synth  # noqa: E402
 from pystream.model.schedule import schedule_from_config, streaming_window_macs  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
-from pystream.train import (FPS, chance_r_at_k, default_data_dir, encode_videos,  # noqa: E402
-                            load_split, prepare_data, retrieval_metrics)
+from pystream.synthetic.metrics import chance_r_at_k, retrieval_metrics  # noqa: E402
+from pystream.synthetic.train import (FPS, default_data_dir, encode_videos,  # noqa: E402
+                                      load_split, prepare_data)
 
 
 # ----------------------------------------------------------------------------- embedders

@@ -126,6 +126,7 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
     from .http import create_app, serve_in_thread
     from .metrics import Metrics
     from .pipeline import Indexer
+    from .engine import model_settings
     from .status import StatusReporter
 
     cfg = _config(config_path, **(overrides or {}))
@@ -157,9 +158,10 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
         metrics.serve(cfg.metrics.port)
     server = None
     code = 0
+    model = None  # kept across a SIGHUP reload whose model settings did not change
     while True:
         try:
-            ix = Indexer(cfg)
+            ix = Indexer(cfg, model=model)
         except Exception as e:
             error = startup_error(e)
             if error is None:
@@ -185,10 +187,18 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
         if hup.is_set() and not stop.is_set():
             hup.clear()
             try:
-                cfg = _config(config_path, **(overrides or {}))
-                setup_logging(cfg.log.level, cfg.log.format)
+                new = _config(config_path, **(overrides or {}))
+                setup_logging(new.log.level, new.log.format)
             except ConfigError as e:
                 log.error("new configuration rejected, keeping the old one: %s", e)
+                new = cfg
+            if model_settings(new) == model_settings(cfg):
+                model = ix.model
+                log.info("model settings unchanged: keeping the loaded model")
+            else:
+                model = None
+                log.info("model settings changed: loading the model again")
+            cfg = new
             continue
         break
     if server is not None:

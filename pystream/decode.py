@@ -27,7 +27,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DecodeError", "Frame", "decode_frames", "chunk_frames", "probe"]
+__all__ = ["DecodeError", "Frame", "PtsSampler", "decode_frames", "chunk_frames", "probe"]
 
 # Seconds to wait for the container to open / for each read. Files never hit these;
 # live streams (rtsp/udp/http) do when the camera goes away.
@@ -109,6 +109,66 @@ def _target_size(size: int | tuple[int, int] | None) -> tuple[int | None, int | 
     return int(w), int(h)
 
 
+class PtsSampler:
+    """The sampling grid by presentation time, shared by files and live streams.
+
+    Sample k is the first decoded frame whose pts >= k / fps (relative to ``origin``, default
+    the first frame's pts); after a gap the grid skips ahead to the first point after the frame,
+    so a gap never produces a burst of samples. A frame without pts (rare raw streams) counts as
+    one period after the previous one. ``rewind_s``: a pts more than this far behind the
+    previous frame's (encoder restart, MPEG-TS wrap) continues the grid one period after the
+    previous frame instead of stalling it (None: files, where pts never go back that far).
+
+        sampler = PtsSampler(fps)
+        for frame in decoded:
+            pts_s = sampler.sample(frame)     # seconds since the origin, or None: not a sample
+    """
+
+    __slots__ = ("fps", "period", "origin", "rewind_s", "next_t", "_last_pts", "_last_pts_s")
+
+    def __init__(self, fps: float, origin: float | None = None, rewind_s: float | None = None):
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps!r}")
+        self.fps = float(fps)
+        self.period = 1.0 / self.fps
+        self.origin = origin
+        self.rewind_s = rewind_s
+        self.next_t = 0.0  # the next grid point (seconds since the origin)
+        self._last_pts: float | None = None
+        self._last_pts_s = -math.inf
+
+    def position(self, pts: float | None) -> float:
+        """Seconds since the origin of a frame with presentation time ``pts`` (s, or None)."""
+        if pts is None:  # no timestamp: fall back to the decode order
+            pts = self._last_pts + self.period if self._last_pts is not None else 0.0
+        self._last_pts = pts
+        if self.origin is None:
+            self.origin = pts
+        pts_s = pts - self.origin
+        if self.rewind_s is not None and pts_s < self._last_pts_s - self.rewind_s:
+            # Timestamps went backwards: continue the grid one period after the last frame.
+            self.origin = pts - (self._last_pts_s + self.period)
+            pts_s = self._last_pts_s + self.period
+            self.next_t = pts_s
+        self._last_pts_s = pts_s
+        return pts_s
+
+    def take(self, pts_s: float) -> bool:
+        """Whether a frame at ``pts_s`` is the next sample (and if so, advance the grid)."""
+        if pts_s + _EPS < self.next_t:
+            return False
+        # Next grid point strictly after this frame (skips over gaps).
+        self.next_t = max(self.next_t + self.period,
+                          (math.floor(pts_s * self.fps + _EPS) + 1) / self.fps)
+        return True
+
+    def sample(self, frame) -> float | None:
+        """A decoded ``av.VideoFrame``'s pts_s if it is a sample, else None."""
+        pts = float(frame.pts * frame.time_base) if frame.pts is not None else None
+        pts_s = self.position(pts)
+        return pts_s if self.take(pts_s) else None
+
+
 def decode_frames(
     src: Any,
     fps: float,
@@ -147,8 +207,7 @@ def decode_frames(
 
         decoded = 0  # frames decoded (before sampling), to tell "empty" from "sparse"
         index = 0
-        next_t = 0.0
-        last_pts = -math.inf
+        sampler = PtsSampler(fps, origin)
         error: Exception | None = None
         try:
             for packet in container.demux(stream):
@@ -160,22 +219,12 @@ def decode_frames(
                     continue
                 for frame in frames:
                     decoded += 1
-                    if frame.pts is None:
-                        # No timestamp (rare raw streams): fall back to the decode order.
-                        pts = last_pts + 1.0 / fps if last_pts > -math.inf else 0.0
-                    else:
-                        pts = float(frame.pts * frame.time_base)
-                    if origin is None:
-                        origin = pts
-                    pts_s = pts - origin
-                    last_pts = pts
-                    if pts_s + _EPS < next_t:
+                    pts_s = sampler.sample(frame)
+                    if pts_s is None:
                         continue
                     rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
                     yield Frame(index=index, pts_s=pts_s, t=start_time + pts_s, rgb=rgb)
                     index += 1
-                    # Next grid point strictly after this frame (skips over gaps).
-                    next_t = max(next_t + 1.0 / fps, (math.floor(pts_s * fps + _EPS) + 1) / fps)
         except (av.error.FFmpegError, EOFError) as e:
             error = e  # demuxer gave up (truncated / corrupt container)
 

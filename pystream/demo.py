@@ -1,7 +1,7 @@
 """`make demo`: index a few minutes of sample video plus a live local stream, then search.
 
 Everything runs offline on this machine:
-1. render sample recordings with pystream.synth (events that need time: moving, appearing,
+1. render sample recordings with pystream.synthetic.videos (events that need time: moving, appearing,
    stopping, crossing, changing colour) and write them as H.264 files into a watched folder;
 2. push a live MPEG-TS stream of more such events to udp://127.0.0.1 in real time (PyAV);
 3. run the indexer (folder + stream sources, the shipped model, TempMe streaming encoder) into
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import synth
+from .synthetic import videos as synth
 
 log = logging.getLogger("pystream.demo")
 SIZE = 128  # rendered frame size; the decoder resizes to the model's input in libav

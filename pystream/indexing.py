@@ -95,7 +95,7 @@ def index(
     that cannot load.
     """
     from .decode import DecodeError, probe
-    from .pipeline import Indexer, load_video_model
+    from .pipeline import Indexer, RestartPolicy, load_video_model
     from .sources import make_source
     from .status import StatusReporter
 
@@ -137,7 +137,8 @@ def index(
             total += int((probe(f).get("duration_s") or 0) * cfg.sample_fps) + 1
         except DecodeError:
             pass
-    ix = Indexer(cfg, model=model_obj, sources=sources)
+    # A finite run: a source that keeps crashing gives up instead of retrying forever.
+    ix = Indexer(cfg, model=model_obj, sources=sources, restart=RestartPolicy(max_failures=2))
     done_before = ix.stats[source].files_done
     reporter = StatusReporter(cfg.state_dir, ix.status).start()  # `pystream status` works too
     ix.start()

@@ -80,3 +80,14 @@ def test_merge_api_matches_reference_signature():
         inspect.signature(ref.bipartite_merge).parameters.keys()
     assert merge.MergeResult is ref.MergeResult
     assert isinstance(merge.HAVE_CORE, bool)
+
+
+def test_stream_states_without_core_fail_loudly(monkeypatch):
+    """One carried-state implementation: without the core there is no silent Python swap."""
+    monkeypatch.setattr(merge, "HAVE_CORE", False)
+    monkeypatch.setattr(merge, "_CORE_IMPORT_ERROR", ImportError("No module named '_core'"))
+    assert not hasattr(merge, "PyStreamStates")
+    with pytest.raises(ImportError, match="make build"):
+        merge.StreamStates(3)
+    with pytest.raises(ImportError, match="not built"):
+        merge.StreamStates.from_bytes(b"")

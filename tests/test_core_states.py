@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pystream import merge
-from pystream.merge import PyStreamStates
+from state_oracle import PyStreamStates
 
-# the C++ StreamStates and its pure-Python twin must behave alike
+# the C++ StreamStates and its pure-Python twin (tests/state_oracle.py) must behave alike
 IMPLS = [pytest.param(PyStreamStates, id="python")]
 if merge.HAVE_CORE:
     IMPLS.insert(0, pytest.param(merge.StreamStates, id="core"))

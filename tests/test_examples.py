@@ -79,7 +79,7 @@ NOT_RUN_BLOCKS = {
 NOT_RUN_LINES = {
     "pystream/demo.py: python -m pystream.demo                   # what `make demo` runs (about 3 minutes)":
         "the same code path runs below with fewer and shorter videos (about 3 minutes here).",
-    "pystream/train.py: python -m pystream.train --out pystream/assets/tiny-clip --seed 0":
+    "pystream/synthetic/train.py: python -m pystream.synthetic.train --out pystream/assets/tiny-clip --seed 0":
         "retrains the shipped model in place (tens of minutes). Checked: the flags exist.",
 }
 
@@ -478,7 +478,7 @@ def test_not_run_examples_are_consistent(ws):
     from pystream.config import load_config
 
     load_config(REPO / "config" / "default.yaml")
-    # train.py: the documented flags exist.
-    proc = subprocess.run([PY, "-m", "pystream.train", "--help"], cwd=REPO, env=ws["env"],
-                          capture_output=True, text=True, timeout=300)
+    # synthetic/train.py: the documented flags exist.
+    proc = subprocess.run([PY, "-m", "pystream.synthetic.train", "--help"], cwd=REPO,
+                          env=ws["env"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "--out" in proc.stdout and "--seed" in proc.stdout

@@ -13,7 +13,8 @@ from transformers import CLIPModel
 
 from pystream.model.loader import load_clip, shipped_model_dir
 from pystream.model.tempme import ClipVideoModel
-from pystream.train import FRAMES, chance_r_at_k, load_split, prepare_data, retrieval_metrics
+from pystream.synthetic.metrics import chance_r_at_k, retrieval_metrics
+from pystream.synthetic.train import FRAMES, load_split, prepare_data
 
 SHIPPED = shipped_model_dir()
 MAX_BYTES = 20_000_000  # 20 MB
@@ -51,7 +52,7 @@ def test_shipped_files_and_size():
     cfg = json.loads((SHIPPED / "config.json").read_text())
     assert cfg["model_type"] == "clip" and cfg["architectures"] == ["CLIPModel"]
     md = (SHIPPED / "TRAINING.md").read_text()
-    assert "python -m pystream.train" in md and "seed" in md
+    assert "python -m pystream.synthetic.train" in md and "seed" in md
 
 
 def test_shipped_loads_through_the_hub_code_path():

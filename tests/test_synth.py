@@ -1,4 +1,4 @@
-"""pystream.synth: determinism, split rule, decodable videos, and that the events are really
+"""pystream.synthetic.videos: determinism, split rule, decodable videos, and that the events are really
 in the pixels (measured with colour masks on the raw rendered frames)."""
 
 import json
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pystream import synth
+from pystream.synthetic import videos as synth
 from pystream.decode import decode_frames, probe
-from pystream.synth import (COLOURS, EVENTS, HELD_OUT, SHAPES, Example, generate_dataset,
-                            make_split, render_example, render_stream_frames, write_video)
+from pystream.synthetic.videos import (COLOURS, EVENTS, HELD_OUT, SHAPES, Example,
+                                       generate_dataset, make_split, render_example,
+                                       render_stream_frames, write_video)
 
 SIZE = 64  # small frames keep the suite fast; geometry scales with size
 

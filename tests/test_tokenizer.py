@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
-from pystream import synth
+from pystream.synthetic import videos as synth
 from pystream.model.loader import shipped_model_dir
 from pystream.model.tempme import text_features
 from pystream.model.tokenizer import (BOS, EOS, PAD, UNK, build_tokenizer, caption_vocabulary,
@@ -86,7 +86,7 @@ def test_vocabulary_is_deterministic_and_sorted():
 
 
 def _random_clip(tok):
-    from pystream.train import build_clip
+    from pystream.synthetic.train import build_clip
 
     torch.manual_seed(0)
     return build_clip(tok, size=32, width=64, layers=6, heads=1, text_width=32, text_layers=2,

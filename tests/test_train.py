@@ -1,4 +1,4 @@
-"""pystream.train: retrieval metrics (ties count against), data preparation, gradients through
+"""pystream.synthetic.train (and .metrics): retrieval metrics (ties count against), data preparation, gradients through
 TempMe's merges, and a tiny end-to-end training run that writes a loadable model directory."""
 
 import json
@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from pystream import synth
+from pystream.synthetic import videos as synth
 from pystream.model.loader import load_clip
 from pystream.model.tempme import ClipVideoModel
 from pystream.model.tokenizer import build_tokenizer
-from pystream.train import (FRAMES, build_clip, chance_r_at_k, decode_video, load_split,
-                            parse_args, prepare_data, retrieval_metrics, retrieval_ranks, train)
+from pystream.synthetic.metrics import chance_r_at_k, retrieval_metrics, retrieval_ranks
+from pystream.synthetic.train import (FRAMES, build_clip, decode_video, load_split, parse_args,
+                                      prepare_data, train)
 
 
 # ----------------------------------------------------------------------------- metrics

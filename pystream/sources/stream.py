@@ -52,7 +52,6 @@ which simulates a camera; when the file ends the source ends (no reconnect).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
@@ -61,7 +60,7 @@ from typing import Iterator
 
 import av
 
-from pystream.decode import Frame
+from pystream.decode import Frame, PtsSampler
 from pystream.sources import Segment, SourceEvent
 from pystream.sources._util import Backoff, RateMeter
 
@@ -180,10 +179,7 @@ class _Reader(threading.Thread):
     def _loop(self, container, stream) -> None:
         s = self.src
         fps = s.fps
-        origin = None
-        next_t = 0.0
-        last_pts_s = -math.inf
-        last_pts = None
+        sampler = PtsSampler(fps, rewind_s=1.0)
         anchor = None  # wall clock of pts_s == 0
         index = 0
         pace0 = time.monotonic() if s.realtime else None
@@ -213,23 +209,9 @@ class _Reader(threading.Thread):
                 continue
             for frame in frames:
                 self.last_decoded = time.monotonic()
-                if frame.pts is not None:
-                    pts = float(frame.pts * frame.time_base)
-                else:
-                    pts = (last_pts + 1.0 / fps) if last_pts is not None else 0.0
-                last_pts = pts
-                if origin is None:
-                    origin = pts
-                pts_s = pts - origin
-                if pts_s < last_pts_s - 1.0:
-                    # Timestamps went backwards (encoder restart, wrap): continue the grid.
-                    origin = pts - (last_pts_s + 1.0 / fps)
-                    pts_s = last_pts_s + 1.0 / fps
-                    next_t = pts_s
-                last_pts_s = pts_s
-                if pts_s + _EPS < next_t:
+                pts_s = sampler.sample(frame)  # backwards pts jumps continue the grid
+                if pts_s is None:
                     continue
-                next_t = max(next_t + 1.0 / fps, (math.floor(pts_s * fps + _EPS) + 1) / fps)
                 if pace0 is not None:  # file URL: behave like a camera
                     delay = pace0 + pts_s - time.monotonic()
                     if delay > 0 and self.abandoned.wait(delay):

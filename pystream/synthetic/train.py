@@ -1,10 +1,10 @@
 """Train the small CLIP shipped as the offline default (pystream/assets/tiny-clip).
 
-    python -m pystream.train --out pystream/assets/tiny-clip --seed 0
+    python -m pystream.synthetic.train --out pystream/assets/tiny-clip --seed 0
 
-1. Generates the synthetic text-video benchmark with :mod:`pystream.synth` (real H.264 files:
-   train / val / test, the test split holding shape-event pairs never seen in training) and
-   decodes every file with :mod:`pystream.decode` at 1 fps, 12 frames, model size, so training
+1. Generates the synthetic text-video benchmark with :mod:`pystream.synthetic.videos` (real
+   H.264 files: train / val / test, the test split holding shape-event pairs never seen in
+   training) and decodes every file with :mod:`pystream.decode` at 1 fps, 12 frames, model size, so training
    sees the same codec artefacts as indexing does.
 2. Builds a small Hugging Face ``CLIPModel`` (6-layer ViT at 112 px with 16 px patches, i.e.
    49 patches + CLS = 50 tokens per frame like ViT-B/32; a 3-layer text transformer) and a
@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .metrics import chance_r_at_k, retrieval_metrics, retrieval_ranks  # noqa: F401
+
 FRAMES = 12  # frames per video window (TempMe's default schedule: 2 x 2 x 3)
 FPS = 1.0  # sampled frames per second (the daemon's default)
 
@@ -77,7 +79,7 @@ def prepare_data(data_dir, n_train: int, n_val: int, n_test: int, seed: int, siz
 
     ``workers == 1`` calls ``synth.generate_dataset``; more workers render and encode the same
     files (same names, same bytes, same manifest) in parallel processes."""
-    from pystream import synth
+    from pystream.synthetic import videos as synth
 
     data_dir = Path(data_dir)
     man = data_dir / "manifest.json"
@@ -97,7 +99,7 @@ def prepare_data(data_dir, n_train: int, n_val: int, n_test: int, seed: int, siz
 
 
 def _write_one(job) -> None:
-    from pystream import synth
+    from pystream.synthetic import videos as synth
 
     ex, path, size, n_render = job
     synth.write_video(synth.render_example(ex, size, n_render), path, fps=ENCODE_FPS)
@@ -115,7 +117,7 @@ def _generate_parallel(data_dir: Path, counts: dict, seed: int, size: int, worke
     """synth.generate_dataset's files and manifest, rendered/encoded by ``workers`` processes."""
     from dataclasses import asdict
 
-    from pystream import synth
+    from pystream.synthetic import videos as synth
 
     n_render = int(round(FRAMES * ENCODE_FPS / FPS))
     manifest = {"seed": seed, "size": size, "frames": FRAMES, "fps": FPS,
@@ -185,38 +187,6 @@ def load_split(data_dir, manifest: dict, split: str, size: int, limit: Optional[
             pool.join()
     return Split(split, torch.from_numpy(frames), [e["caption"] for e in exs],
                  [list(e["paraphrases"]) for e in exs], [e["label"] for e in exs])
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def retrieval_ranks(sim: torch.Tensor) -> torch.Tensor:
-    """1-based rank of the matching item (the diagonal) for each query row of ``sim``.
-
-    Ties count against the query: rank = 1 + number of other items scoring >= the match,
-    so a model that scores everything equal gets the worst rank, never a lucky one."""
-    sim = sim.double()
-    pos = sim.diagonal()[:, None]
-    ge = (sim >= pos).sum(dim=1) - 1  # the match itself is always >= itself
-    return ge + 1
-
-
-def retrieval_metrics(text_emb: torch.Tensor, video_emb: torch.Tensor) -> dict:
-    """Text-to-video R@1/5/10 (percent) and median rank; query i matches video i."""
-    ranks = retrieval_ranks(text_emb.float() @ video_emb.float().T).float()
-    n = len(ranks)
-    return {
-        "r1": 100.0 * float((ranks <= 1).float().mean()),
-        "r5": 100.0 * float((ranks <= 5).float().mean()),
-        "r10": 100.0 * float((ranks <= 10).float().mean()),
-        "medr": float(np.median(ranks.numpy())),
-        "n": n,
-    }
-
-
-def chance_r_at_k(n: int, k: int) -> float:
-    """Expected R@k (percent) of a random ranking of n videos."""
-    return 100.0 * min(k, n) / n
 
 
 @torch.no_grad()
@@ -485,7 +455,7 @@ def _cpu_name() -> str:
 
 def training_md(info: dict) -> str:
     a = info["args"]
-    cmd = "python -m pystream.train " + " ".join(shlex.quote(x) for x in a["argv"])
+    cmd = "python -m pystream.synthetic.train " + " ".join(shlex.quote(x) for x in a["argv"])
     rows = "\n".join(
         f"| {k.split('/')[0]} | {k.split('/')[1]} | {m['r1']:.1f} | {m['r5']:.1f} | "
         f"{m['r10']:.1f} | {m['medr']:.1f} | {m['n']} |"
@@ -496,7 +466,8 @@ def training_md(info: dict) -> str:
     return f"""# tiny-clip: pystream's shipped offline model
 
 A small CLIP (Hugging Face `CLIPModel`, {info['n_params'] / 1e6:.2f}M parameters, {size} on disk,
-fp32 safetensors) trained from scratch by `pystream/train.py` on pystream.synth videos only.
+fp32 safetensors) trained from scratch by `pystream/synthetic/train.py` on pystream.synthetic
+videos only.
 It knows colours, five shapes, two sizes and the synthetic events; it knows nothing about real
 video. On a machine with internet use a real CLIP (`openai/clip-vit-base-patch32`).
 
@@ -507,7 +478,7 @@ video. On a machine with internet use a real CLIP (`openai/clip-vit-base-patch32
 ```
 
 - seed: {a['seed']} (data, initialisation, batch order and paraphrase choice)
-- data: pystream.synth, {a['n_train']} train / {a['n_val']} val / {a['n_test']} test videos,
+- data: pystream.synthetic, {a['n_train']} train / {a['n_val']} val / {a['n_test']} test videos,
   {a['size']}x{a['size']} px, H.264 at 4 fps, decoded with pystream.decode at {FPS:g} fps,
   {FRAMES} frames per video; test = the held-out (shape, event) pairs only
 - model: vision {a['layers']} layers x {a['width']} wide, {a['heads']} heads, {a['size']} px,
@@ -549,7 +520,8 @@ def log(msg: str) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m pystream.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pystream.synthetic.train",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset directory (default: a cache dir per settings)")

@@ -1,0 +1,42 @@
+"""The words of the synthetic benchmark's captions: nouns per shape, size and direction words,
+and caption templates per event (colour names are the keys of videos.COLOURS). The shipped
+model's tokenizer vocabulary is built from these tables (pystream.model.tokenizer's
+``caption_vocabulary``), not from sampled captions, so it does not depend on a seed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NOUNS", "SIZE_WORDS", "DIR_WORDS", "TEMPLATES"]
+
+NOUNS = {
+    "circle": ["circle", "ball", "disc"],
+    "square": ["square", "box", "block"],
+    "triangle": ["triangle", "triangular shape"],
+    "star": ["star", "star shape"],
+    "cross": ["cross", "plus sign", "plus shape"],
+}
+SIZE_WORDS = {"small": ["small", "little", "tiny"], "large": ["large", "big"]}
+DIR_WORDS = {
+    "left": ["to the left", "left", "leftward", "towards the left side"],
+    "right": ["to the right", "right", "rightward", "towards the right side"],
+    "up": ["up", "upward", "towards the top"],
+    "down": ["down", "downward", "towards the bottom"],
+}
+TEMPLATES = {
+    "move": ["{np} moves {dir}", "{np} slides {dir}", "{np} travels {dir}",
+             "{np} is moving {dir}", "{np} drifts {dir}"],
+    "appear": ["{np} appears", "{np} shows up", "{np} pops into view",
+               "{np} comes into view", "suddenly {np} appears"],
+    "disappear": ["{np} disappears", "{np} vanishes", "{np} goes out of view",
+                  "{np} disappears from the scene"],
+    "stop": ["{np} stops moving", "{np} moves {dir} and then stops",
+             "{np} slides {dir} and comes to a halt", "{np} comes to a stop",
+             "{np} moves and then stands still"],
+    "cross": ["{np} and {np2} cross each other", "{np} and {np2} pass each other",
+              "{np} crosses paths with {np2}", "{np} and {np2} swap sides",
+              "{np} passes {np2}"],
+    "change_colour": ["the {noun} turns from {colour} to {colour_to}",
+                      "{np} changes colour to {colour_to}", "{np} turns {colour_to}",
+                      "{np} becomes {colour_to}",
+                      "the {size} {noun} changes from {colour} to {colour_to}"],
+}
