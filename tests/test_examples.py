@@ -69,6 +69,10 @@ class Example:
 # (test_not_run_examples_are_consistent): whole blocks ("FILE: first line") and single lines
 # of shell blocks ("FILE: line").
 NOT_RUN_BLOCKS = {
+    "README.md: python3 -m venv venv && . venv/bin/activate":
+        "creates a venv and installs torch, the lock and the package into it (minutes, network). "
+        "tests/test_package.py builds the wheel, installs it into a throwaway venv and runs "
+        "pystream index + search there; test_lock_* check the lock file.",
     "README.md: make demo    # venv + torch==2.13.0 + deps + C++ core, then index sample videos and a live":
         "builds the environment this test runs in; `make test` (.ci/run) runs this test. "
         "The demo itself runs below in its short form (pystream/demo.py).",
