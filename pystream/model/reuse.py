@@ -19,8 +19,8 @@ reuse off and runs exactly the per-layer TempMe schedule.
 Bounded drift: a stream's positions are all recomputed every ``refresh_chunks`` chunks, and a
 token is compared with the input it was last computed from (not the previous frame), so slow
 drift adds up until it crosses the threshold. State per stream (one position set): reference
-inputs, keys and values of every reused layer, and the last layer's outputs; about 1.3 MB for
-ViT-B/32 in bf16 (2.5 MB in fp32), constant over time.
+inputs, keys and values of every reused layer, and the last layer's outputs; about 1.5 MiB for
+ViT-B/32 in bf16 (2.7 MiB in fp32), constant over time.
 
 Within a chunk every frame is gated against the state at the start of the chunk (so the
 chunk's frames run in one batch); the state after the chunk is the one its last frame saw.
