@@ -22,6 +22,8 @@ Configurations (all ViT-B/32 shapes, random weights, 1 fps, windows of 12 s ever
   baseline  per-frame CLIP, fp32, every frame decoded (what pystream did before this work)
   tempme    TempMe fp32, every frame decoded (the previous default)
   default   the shipped config/default.yaml: precision auto, static-patch reuse, decode auto
+  (also: bf16 = TempMe bf16 without reuse, perframe-bf16 = per-frame CLIP in bf16, for the
+  share of each lever)
 
 Last lines: cameras_held_baseline=, cameras_held=, cameras_ratio=.
 """
@@ -183,6 +185,9 @@ def config_overrides(name: str) -> dict:
         d = load_config(None)  # the shipped defaults, whatever they are
         return dict(merge=d.merge.schedule_dict(), precision=d.precision,
                     reuse=d.reuse.model_dump(), decode="auto", decode_threads=1)
+    if name == "perframe-bf16":  # per-frame CLIP with the bf16 lever alone
+        return dict(merge="off", precision="bf16", reuse={"threshold": 0}, decode="auto",
+                    decode_threads=1)
     if name.startswith("bf16"):
         return dict(merge="default", precision="bf16", reuse={"threshold": 0}, decode="auto",
                     decode_threads=1)
