@@ -219,7 +219,7 @@ def fidelity(ref: dict, got: dict, queries: np.ndarray, k: int = 10):
     return float(cos.mean()), float(cos.min()), float(agree)
 
 
-def encoder_section(names, streams: int, rounds: int, frames_per_cam: int, height: int,
+def encoder_section(names, streams: int, frames_per_cam: int, height: int,
                     model_name: str = "b32"):
     if model_name == "shipped":
         model = ClipVideoModel.from_pretrained("shipped")
@@ -486,7 +486,7 @@ def main():
     paths = clips(args.height)
     if not args.skip_encoder:
         for m in args.fidelity_models.split(","):
-            encoder_section(names, args.streams, 1, args.frames, args.height, m)
+            encoder_section(names, args.streams, args.frames, args.height, m)
         decode_section()
     if args.skip_live:
         return

@@ -59,16 +59,6 @@ def index(paths, archive=None, **kwargs):
     return _index(paths, archive, **kwargs)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+from ._lazy import lazy_attributes  # noqa: E402
 
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pystream' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
