@@ -22,8 +22,8 @@ Configurations (all ViT-B/32 shapes, random weights, 1 fps, windows of 12 s ever
   baseline  per-frame CLIP, fp32, every frame decoded (what pystream did before this work)
   tempme    TempMe fp32, every frame decoded (the previous default)
   default   the shipped config/default.yaml: precision auto, static-patch reuse, decode auto
-  (also: bf16 = TempMe bf16 without reuse, perframe-bf16 = per-frame CLIP in bf16, for the
-  share of each lever)
+  (also: bf16 = TempMe bf16 without reuse, perframe-bf16 = per-frame CLIP in bf16, int8 = the
+  default with int8 dynamic quantisation instead of bf16, for the share of each lever)
 
 Last lines: cameras_held_baseline=, cameras_held=, cameras_ratio=.
 """
@@ -188,6 +188,10 @@ def config_overrides(name: str) -> dict:
     if name == "perframe-bf16":  # per-frame CLIP with the bf16 lever alone
         return dict(merge="off", precision="bf16", reuse={"threshold": 0}, decode="auto",
                     decode_threads=1)
+    if name == "int8":  # the default with int8 dynamic quantisation instead of bf16
+        ov = config_overrides("default")
+        ov["precision"] = "int8"
+        return ov
     if name.startswith("bf16"):
         return dict(merge="default", precision="bf16", reuse={"threshold": 0}, decode="auto",
                     decode_threads=1)

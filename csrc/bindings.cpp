@@ -17,6 +17,7 @@
 
 #include "core.h"
 #include "dlpack_abi.h"
+#include "reuse_states.h"
 #include "stream_states.h"
 
 #ifndef PYSTREAM_VERSION
@@ -444,6 +445,57 @@ void py_push(StreamStates& st, const std::string& id, py::handle tok_o, py::hand
           seq);
 }
 
+// ------------------------------------------------------------------------------------------
+// ReuseStates
+
+DType parse_float_dtype(std::string name) {
+  if (name.rfind("torch.", 0) == 0) name = name.substr(6);
+  if (name == "float32" || name == "float") return DType::F32;
+  if (name == "float16" || name == "half") return DType::F16;
+  if (name == "bfloat16") return DType::BF16;
+  throw ValueError("dtype must be float32, float16 or bfloat16, got '" + name + "'");
+}
+
+py::tuple py_reuse_gather(const ReuseStates& st, const std::vector<std::string>& ids) {
+  ReuseBatch b;
+  {
+    py::gil_scoped_release nogil;
+    b = st.gather(ids);
+  }
+  return py::make_tuple(to_capsule(std::move(b.ref)), to_capsule(std::move(b.k)),
+                        to_capsule(std::move(b.v)), to_capsule(std::move(b.out)),
+                        to_capsule(std::move(b.age)));
+}
+
+void py_reuse_put(ReuseStates& st, const std::vector<std::string>& ids, py::handle ref_o,
+                  py::handle k_o, py::handle v_o, py::handle out_o, py::handle age_o,
+                  py::handle patches_o, py::handle reused_o) {
+  const int64_t S = (int64_t)ids.size(), L = st.layers(), N = st.tokens(), C = st.dim();
+  TensorArg ref = from_py(ref_o, "ref"), k = from_py(k_o, "k"), v = from_py(v_o, "v"),
+            out = from_py(out_o, "out"), age = from_py(age_o, "age"),
+            patches = from_py(patches_o, "patches"), reused = from_py(reused_o, "reused");
+  for (TensorArg* t : {&ref, &out}) {
+    t->require_shape({S, N, C});
+    t->require_dtype(st.tok_dtype());
+  }
+  for (TensorArg* t : {&k, &v}) {
+    t->require_shape({S, L, N, C});
+    t->require_dtype(st.kv_dtype());
+  }
+  for (TensorArg* t : {&age, &patches, &reused}) {
+    t->require_shape({S});
+    t->require_dtype(DType::I64);
+  }
+  for (TensorArg* t : {&ref, &k, &v, &out, &age, &patches, &reused}) {
+    t->require_cpu();
+    t->require_contiguous();
+  }
+  py::gil_scoped_release nogil;
+  st.put(ids, ref.data, k.data, v.data, out.data, reinterpret_cast<const int64_t*>(age.data),
+         reinterpret_cast<const int64_t*>(patches.data),
+         reinterpret_cast<const int64_t*>(reused.data));
+}
+
 std::string build_info_str() {
   std::ostringstream os;
   os << "pystream._core " << PYSTREAM_VERSION;
@@ -595,5 +647,59 @@ PYBIND11_MODULE(_core, m) {
                " nbytes=" + std::to_string(s.nbytes()) + " max_chunks=" +
                std::to_string(s.max_chunks()) + " max_bytes=" + std::to_string(s.max_bytes()) +
                ">";
+      });
+
+  py::class_<ReuseStates>(m, "ReuseStates",
+                          "Static-patch reuse caches, one fixed-size record per stream (ref and "
+                          "out [N,C], k and v [L,N,C], age, counters), owned by C++ and bounded "
+                          "by max_bytes. gather() returns DLPack capsules of fresh buffers.")
+      .def(py::init([](int64_t layers, int64_t tokens, int64_t dim, const std::string& tok_dtype,
+                       const std::string& kv_dtype, int64_t max_bytes) {
+             return ReuseStates(layers, tokens, dim, parse_float_dtype(tok_dtype),
+                                parse_float_dtype(kv_dtype), max_bytes);
+           }),
+           py::arg("layers"), py::arg("tokens"), py::arg("dim"), py::arg("tok_dtype"),
+           py::arg("kv_dtype"), py::arg("max_bytes"))
+      .def("gather", &py_reuse_gather, py::arg("stream_ids"),
+           "-> capsules (ref [S,N,C], k [S,L,N,C], v [S,L,N,C], out [S,N,C], age [S]); "
+           "zeros and age -1 for a stream without a record")
+      .def("put", &py_reuse_put, py::arg("stream_ids"), py::arg("ref"), py::arg("k"),
+           py::arg("v"), py::arg("out"), py::arg("age"), py::arg("patches"), py::arg("reused"))
+      .def("counts", &ReuseStates::counts, py::arg("stream_id"))
+      .def("age", &ReuseStates::age, py::arg("stream_id"))
+      .def("drop", &ReuseStates::drop, py::arg("stream_id"))
+      .def("streams", &ReuseStates::ids)
+      .def_property_readonly("nbytes", &ReuseStates::nbytes)
+      .def_property_readonly("record_bytes", &ReuseStates::record_bytes)
+      .def_property_readonly("max_bytes", &ReuseStates::max_bytes)
+      .def_property_readonly("shape", [](const ReuseStates& s) {
+        return py::make_tuple(s.layers(), s.tokens(), s.dim());
+      })
+      .def_property_readonly("dtypes", [](const ReuseStates& s) {
+        return py::make_tuple(std::string(dtype_name(s.tok_dtype())),
+                              std::string(dtype_name(s.kv_dtype())));
+      })
+      .def("__len__", &ReuseStates::size)
+      .def("__contains__", [](const ReuseStates& s, py::handle id) {
+        return py::isinstance<py::str>(id) && s.contains(id.cast<std::string>());
+      })
+      .def("to_bytes", [](const ReuseStates& s) {
+        std::string out;
+        {
+          py::gil_scoped_release nogil;
+          out = s.to_bytes();
+        }
+        return py::bytes(out);
+      })
+      .def_static("from_bytes", [](py::bytes b) {
+        char* buf = nullptr;
+        Py_ssize_t len = 0;
+        if (PyBytes_AsStringAndSize(b.ptr(), &buf, &len) != 0) throw py::error_already_set();
+        return ReuseStates::from_bytes(buf, (size_t)len);
+      }, py::arg("data"))
+      .def("__repr__", [](const ReuseStates& s) {
+        return "<pystream._core.ReuseStates streams=" + std::to_string(s.size()) +
+               " record_bytes=" + std::to_string(s.record_bytes()) + " max_bytes=" +
+               std::to_string(s.max_bytes()) + ">";
       });
 }

@@ -1,5 +1,7 @@
 #include "stream_states.h"
 
+#include "serial.h"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -247,52 +249,8 @@ namespace {
 
 constexpr char kMagic[8] = {'P', 'Y', 'S', 'T', 'S', 'T', 'A', 'T'};
 constexpr uint32_t kVersion = 1;
-constexpr size_t kHeader = 32;
 
 static_assert(sizeof(double) == 8 && sizeof(float) == 4, "IEEE floats expected");
-
-bool little_endian() {
-  const uint16_t v = 1;
-  uint8_t b;
-  std::memcpy(&b, &v, 1);
-  return b == 1;
-}
-
-struct Writer {
-  std::string out;
-  template <typename T>
-  void put(T v) {
-    out.append(reinterpret_cast<const char*>(&v), sizeof(T));
-  }
-  void bytes(const void* p, size_t n) {
-    if (n) out.append(static_cast<const char*>(p), n);
-  }
-};
-
-struct Reader {
-  const char* p;
-  size_t left;
-  void need(size_t n, const char* what) {
-    if (n > left)
-      throw ValueError(std::string("StreamStates.from_bytes: corrupt state (") + what +
-                       " runs past the end)");
-  }
-  template <typename T>
-  T get(const char* what) {
-    need(sizeof(T), what);
-    T v;
-    std::memcpy(&v, p, sizeof(T));
-    p += sizeof(T);
-    left -= sizeof(T);
-    return v;
-  }
-  void bytes(void* dst, size_t n, const char* what) {
-    need(n, what);
-    if (n) std::memcpy(dst, p, n);
-    p += n;
-    left -= n;
-  }
-};
 
 }  // namespace
 
@@ -321,41 +279,12 @@ std::string StreamStates::to_bytes() const {
       w.bytes(c.times.data(), sizeof(double) * c.times.size());
     }
   }
-  Writer h;
-  h.bytes(kMagic, 8);
-  h.put<uint32_t>(kVersion);
-  h.put<uint32_t>((uint32_t)kHeader);
-  h.put<uint64_t>(w.out.size());
-  h.put<uint32_t>(crc32(w.out.data(), w.out.size()));
-  h.put<uint32_t>(0);
-  return h.out + w.out;
+  return seal_blob(kMagic, kVersion, w.out);
 }
 
 StreamStates StreamStates::from_bytes(const char* data, size_t len) {
   const std::string pre = "StreamStates.from_bytes: ";
-  if (!little_endian()) throw ValueError(pre + "needs a little-endian host");
-  if (len < kHeader)
-    throw ValueError(pre + "truncated input (" + std::to_string(len) +
-                     " bytes, the header alone is 32)");
-  if (std::memcmp(data, kMagic, 8) != 0)
-    throw ValueError(pre + "not a StreamStates blob (bad magic)");
-  Reader hr{data + 8, kHeader - 8};
-  const uint32_t version = hr.get<uint32_t>("version");
-  const uint32_t hsize = hr.get<uint32_t>("header size");
-  const uint64_t psize = hr.get<uint64_t>("payload size");
-  const uint32_t crc = hr.get<uint32_t>("checksum");
-  if (version != kVersion)
-    throw ValueError(pre + "unsupported format version " + std::to_string(version) +
-                     " (this build reads version " + std::to_string(kVersion) + ")");
-  if (hsize != kHeader) throw ValueError(pre + "corrupt header (bad header size)");
-  if (psize != len - kHeader)
-    throw ValueError(pre + (psize > len - kHeader ? "truncated input" : "trailing bytes") +
-                     " (header says " + std::to_string(psize) + " payload bytes, got " +
-                     std::to_string(len - kHeader) + ")");
-  if (crc32(data + kHeader, psize) != crc)
-    throw ValueError(pre + "checksum mismatch (corrupt state)");
-
-  Reader r{data + kHeader, (size_t)psize};
+  Reader r = open_blob(data, len, kMagic, kVersion, "StreamStates.from_bytes", "StreamStates");
   const int64_t max_chunks = r.get<int64_t>("max_chunks");
   const int64_t max_bytes = r.get<int64_t>("max_bytes");
   if (max_chunks < 1 || max_bytes < 1) throw ValueError(pre + "corrupt limits");

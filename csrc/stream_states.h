@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.h"
+#include "serial.h"
 
 namespace pystream {
 
@@ -90,7 +91,5 @@ class StreamStates {
   int64_t nbytes_ = 0;
   std::map<std::string, Stream> streams_;
 };
-
-uint32_t crc32(const void* data, size_t len, uint32_t crc = 0);
 
 }  // namespace pystream

@@ -249,7 +249,7 @@ class Config(_Strict):
     threads: Optional[int] = Field(default=None, ge=1)  # torch intra-op threads
     merge: MergeConfig = Field(default_factory=MergeConfig)
     # Dense layers in bf16 (fp32 accumulation) where the hardware has it: auto | fp32 | bf16.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     reuse: ReuseConfig = Field(default_factory=ReuseConfig)
     sample_fps: float = Field(default=1.0, gt=0, le=60)
     hop_chunks: int = Field(default=1, ge=1)

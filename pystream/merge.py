@@ -43,6 +43,8 @@ except ImportError as _e:  # pragma: no cover - depends on the build
 __all__ = [
     "HAVE_CORE",
     "MergeResult",
+    "ReuseRecords",
+    "ReuseStates",
     "StreamStates",
     "Window",
     "WindowBatch",
@@ -330,3 +332,89 @@ class StreamStates:
             f"StreamStates(streams={len(self)}, nbytes={self.nbytes}, "
             f"max_chunks={self.max_chunks}, max_bytes={self.max_bytes})"
         )
+
+
+class ReuseRecords(NamedTuple):
+    ref: torch.Tensor  # [S, N, C] input embedding each position was last computed from
+    k: torch.Tensor  # [S, L, N, C] cached keys of every reused layer
+    v: torch.Tensor  # [S, L, N, C] cached values
+    out: torch.Tensor  # [S, N, C] last reused layer's outputs
+    age: torch.Tensor  # [S] int64 chunks since the last full recompute; -1 = no record
+
+
+class ReuseStates:
+    """Static-patch reuse caches (pystream/model/reuse.py), one fixed-size record per stream in
+    C++-owned memory beside the carried tokens; ``max_bytes`` bounds them all. ``gather`` stacks
+    the records of a batch's streams (optionally onto a device), ``put`` stores new ones (CUDA
+    tensors are copied to the host). Serialise with ``to_bytes()`` / ``from_bytes()``."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, layers: int, tokens: int, dim: int, tok_dtype: torch.dtype,
+                 kv_dtype: torch.dtype, max_bytes: int = 1 << 30) -> None:
+        _require_core()
+        self._s = _core.ReuseStates(int(layers), int(tokens), int(dim), str(tok_dtype),
+                                    str(kv_dtype), int(max_bytes))
+
+    def gather(self, stream_ids: Iterable[str],
+               device: Optional[Union[str, torch.device]] = None) -> ReuseRecords:
+        r = ReuseRecords(*(torch.from_dlpack(c) for c in self._s.gather(list(stream_ids))))
+        return r if device is None else ReuseRecords(*(t.to(device) for t in r))
+
+    def put(self, stream_ids: Iterable[str], ref: torch.Tensor, k: torch.Tensor,
+            v: torch.Tensor, out: torch.Tensor, age: torch.Tensor, patches: torch.Tensor,
+            reused: torch.Tensor) -> None:
+        args = [_host(t, n).contiguous() for t, n in ((ref, "ref"), (k, "k"), (v, "v"), (out, "out"),
+                                                      (age, "age"), (patches, "patches"),
+                                                      (reused, "reused"))]
+        self._s.put(list(stream_ids), *(_to_dlpack(a) for a in args))
+
+    def counts(self, stream_id: str) -> tuple:
+        """(patches seen, patches reused) of a stream; KeyError when it has no record."""
+        return tuple(self._s.counts(stream_id))
+
+    def age(self, stream_id: str) -> int:
+        """Chunks since the stream's last full recompute; KeyError when it has no record."""
+        return self._s.age(stream_id)
+
+    def drop(self, stream_id: str) -> None:
+        self._s.drop(stream_id)
+
+    def streams(self) -> list:
+        return self._s.streams()
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._s.shape)  # (layers, tokens, dim)
+
+    @property
+    def dtypes(self) -> tuple:
+        return tuple(getattr(torch, n.split(".")[-1]) for n in self._s.dtypes)
+
+    @property
+    def record_bytes(self) -> int:
+        return self._s.record_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._s.nbytes
+
+    def __len__(self) -> int:
+        return len(self._s)
+
+    def __contains__(self, stream_id) -> bool:
+        return stream_id in self._s
+
+    def to_bytes(self) -> bytes:
+        return self._s.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "ReuseStates":
+        _require_core()
+        obj = cls.__new__(cls)
+        obj._s = _core.ReuseStates.from_bytes(bytes(data))
+        return obj
+
+    def __repr__(self) -> str:
+        return (f"ReuseStates(streams={len(self)}, record_bytes={self.record_bytes}, "
+                f"shape={self.shape})")

@@ -120,3 +120,54 @@ def test_bf16_precision_is_close_to_fp32():
     assert min(float(np.dot(x.vector, y.vector)) for x, y in zip(a, b)) > 0.99
     with pytest.raises(ValueError, match="precision"):
         StreamingEncoder(m, precision="fp8")
+
+
+def test_many_chunks_of_one_stream_in_one_batch_run_in_one_pass():
+    """A file brings many chunks of one stream per batch: they are all gated against the state
+    at the start of the batch (one pass, not one chunk per round). Nothing reused: exactly
+    offline deferred TempMe; a static camera: mostly reused and close to exact."""
+    m = video_model("tiny")
+    g = torch.Generator().manual_seed(5)
+    noisy = torch.randn(24, 3, 64, 64, generator=g)
+    enc = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=1e-6))
+    out = enc.encode(list(_chunks("file", noisy)) + list(_chunks("cam", noisy[:12])))
+    assert [e.stream for e in out].count("file") == 4
+    with torch.no_grad():
+        for e in out:
+            px = noisy[e.first_frame:e.last_frame + 1]
+            ref = m.encode_video(px[None], defer_imgme=True)[0].numpy()
+            assert np.abs(e.vector - ref).max() < 1e-4
+
+    static = _static_video(7, 48)
+    exact = StreamingEncoder(m, coarse_windows=0).encode(list(_chunks("file", static)))
+    batched = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=0.05))
+    approx = batched.encode(list(_chunks("file", static)))
+    assert len(approx) == len(exact) == 10
+    assert 0.5 < batched.reused_share("file") < 0.99
+    assert min(float(np.dot(a.vector, b.vector)) for a, b in zip(exact, approx)) > 0.98
+    # The state after the batch is the last frame's: the next chunk continues from it.
+    more = batched.encode(list(_chunks("file", static[:4], t0=2000.0)))
+    assert len(more) == 1
+
+
+def test_old_checkpoint_format_drops_only_the_reuse_cache():
+    from pystream.model.reuse import ReuseState
+    st = ReuseState(ReuseSettings(threshold=0.1))
+    st.load_bytes(b"PK\x03\x04 an old torch.save zip")
+    assert "cam" not in st and st.to_bytes() == b""
+    with pytest.raises(ValueError, match="bad magic"):
+        st.load_bytes(b"garbage" * 10)
+
+
+def test_int8_precision_is_close_to_fp32_and_cpu_only():
+    m = video_model("tiny")
+    streams = {"cam": _static_video(2, 20)}
+    a = _windows(StreamingEncoder(m, coarse_windows=0), streams)
+    enc = StreamingEncoder(m, coarse_windows=0, precision="int8",
+                           reuse=ReuseSettings(threshold=0.05))
+    b = _windows(enc, streams)
+    assert enc.precision == "int8" and enc.reuse.records.dtypes == (torch.float32, torch.float32)
+    assert min(float(np.dot(x.vector, y.vector)) for x, y in zip(a, b)) > 0.98
+    from pystream.model import precision
+    with pytest.raises(ValueError, match="CPU only"):
+        precision.resolve("int8", "cuda")

@@ -1,4 +1,4 @@
-"""Reduced precision for the dense layers: ``precision: auto | fp32 | bf16``.
+"""Reduced precision for the dense layers: ``precision: auto | fp32 | bf16 | int8``.
 
 bf16 runs under ``torch.autocast``: the matrix multiplies (linear layers, attention) take bf16
 inputs with fp32 accumulation (oneDNN on CPUs with AVX512_BF16 or AMX, tensor cores on CUDA),
@@ -8,6 +8,13 @@ and an embedding moves by about 1e-5 in cosine (benchmarks/cameras.py prints the
 ``auto`` picks bf16 where the hardware runs it natively (measured on the project's 2-core
 AVX512_BF16 box: ViT-B/32 per-frame 2-5x faster than fp32) and fp32 elsewhere (emulated
 bf16 on an older CPU is slower than fp32).
+
+``int8`` (CPU only, opt-in) swaps the vision tower's linear layers for PyTorch's dynamically
+quantised ones (int8 weights, activations quantised per call, fbgemm with VNNI). Measured on the
+project's box it is slower than bf16 (ViT-B/32 TempMe, 36 frames: fp32 1.00x, int8 1.69x, bf16
+2.55x; cosine to fp32 0.9996 vs 0.9998), so ``auto`` never picks it; it is there for CPUs with
+VNNI but no bf16 (``benchmarks/cameras.py --configs ...,int8`` measures it). PyTorch 2.13 marks
+these quantised modules deprecated (torchao is their successor), another reason not to lean on it.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import warnings
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,13 +38,16 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve(precision: str, device) -> str:
-    """The precision ``precision`` means on ``device`` ('fp32' or 'bf16')."""
+    """The precision ``precision`` means on ``device`` ('fp32', 'bf16' or 'int8')."""
     p = str(precision).lower()
     if p not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = torch.device(device)
+    if p == "int8" and dev.type != "cpu":
+        raise ValueError(f"precision int8 runs on the CPU only (dynamic quantisation); the model "
+                         f"is on {dev}: use bf16 or auto there")
     if p != "auto":
         return p
-    dev = torch.device(device)
     if dev.type == "cuda":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if dev.type == "cpu" and cpu_has_native_bf16() else "fp32"
@@ -44,7 +55,7 @@ def resolve(precision: str, device) -> str:
 
 def autocast(precision: str, device):
     """A context manager that runs the enclosed forward at ``precision`` (already resolved)."""
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):  # int8 linears take fp32 activations
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
@@ -61,6 +72,35 @@ def with_bf16_linears(model):
     the text tower stay as they are (and shared), so ``model`` itself is untouched."""
     import torch.nn as nn
 
+    def convert(child: nn.Linear) -> nn.Module:
+        lin = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                        device=child.weight.device, dtype=torch.bfloat16)
+        with torch.no_grad():
+            lin.weight.copy_(child.weight)
+            if child.bias is not None:
+                lin.bias.copy_(child.bias)
+        return lin.requires_grad_(False)
+
+    return _with_vision_linears(model, convert)
+
+
+def with_int8_linears(model):
+    """As ``with_bf16_linears``, with dynamically quantised int8 linears (CPU)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    def convert(child):
+        child.qconfig = torch.ao.quantization.default_dynamic_qconfig
+        with warnings.catch_warnings():  # torch 2.13 marks quantised tensors deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            return DynamicLinear.from_float(child)
+
+    return _with_vision_linears(model, convert)
+
+
+def _with_vision_linears(model, convert):
+    """A shallow copy of ``model`` whose vision encoder's nn.Linear layers are ``convert(l)``."""
+    import torch.nn as nn
+
     vision = copy.copy(model.clip.vision_model)
     vision._modules = dict(vision._modules)
     enc = copy.copy(vision.encoder)
@@ -74,14 +114,7 @@ def with_bf16_linears(model):
             parent._modules = dict(parent._modules)
             for name, child in parent._modules.items():
                 if isinstance(child, nn.Linear):
-                    lin = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                    device=child.weight.device, dtype=torch.bfloat16)
-                    with torch.no_grad():
-                        lin.weight.copy_(child.weight)
-                        if child.bias is not None:
-                            lin.bias.copy_(child.bias)
-                    lin.requires_grad_(False)
-                    parent._modules[name] = lin
+                    parent._modules[name] = convert(child)
             new._modules[parent_name] = parent
         layers.append(new)
     enc._modules["layers"] = layers

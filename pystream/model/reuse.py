@@ -18,24 +18,33 @@ reuse off and runs exactly the per-layer TempMe schedule.
 
 Bounded drift: a stream's positions are all recomputed every ``refresh_chunks`` chunks, and a
 token is compared with the input it was last computed from (not the previous frame), so slow
-drift adds up until it crosses the threshold. State per stream (one position set): reference
-inputs, keys and values of every reused layer, and the last layer's outputs; about 1.5 MiB for
-ViT-B/32 in bf16 (2.7 MiB in fp32), constant over time.
+drift adds up until it crosses the threshold.
 
-Within a chunk every frame is gated against the state at the start of the chunk (so the
-chunk's frames run in one batch); the state after the chunk is the one its last frame saw.
+State: one fixed-size record per stream in the C++ core (``pystream._core.ReuseStates``, beside
+the carried tokens): reference inputs, keys and values of every reused layer, and the last
+layer's outputs; 1.5 MB for ViT-B/32 with bf16 keys/values (2.8 MB in fp32), constant over time,
+bounded in total, serialised with the checkpoint.
+
+Batches: a stream's chunks in one batch (a file being indexed brings many) are gated in passes
+(``_passes``): all chunks up to the stream's next refresh are compared with its state at the
+start of the pass and run together; the state after a pass is the one its last frame saw.
+Comparing with an older reference only recomputes more, never less, and the cached values stay
+those their reference produced. A live camera (one chunk a batch) is one pass.
 """
 
 from __future__ import annotations
 
-import io
+import logging
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..merge import ReuseStates
 from .tempme import Tokens, merge_tokens
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,103 +58,132 @@ class ReuseSettings:
 
 
 class ReuseState:
-    """Per-stream reuse caches plus counters (patches seen / reused) for status."""
+    """Settings plus the per-stream caches (C++-owned records, made at the first batch, when the
+    token shape is known). ``kv_dtype``: dtype of cached keys/values (the linears' compute dtype;
+    default: the residual stream's)."""
 
-    def __init__(self, settings: ReuseSettings):
+    def __init__(self, settings: ReuseSettings, kv_dtype: Optional[torch.dtype] = None,
+                 max_bytes: int = 1 << 30):
         self.settings = settings
-        self.streams: Dict[str, Dict[str, torch.Tensor]] = {}
-        self.counts: Dict[str, List[int]] = {}  # stream -> [patches, reused]
+        self.kv_dtype = kv_dtype
+        self.max_bytes = max_bytes
+        self.records: Optional[ReuseStates] = None
+
+    def _records_for(self, L: int, N: int, C: int, tok_dtype: torch.dtype) -> ReuseStates:
+        if self.records is None:
+            self.records = ReuseStates(L, N, C, tok_dtype, self.kv_dtype or tok_dtype, self.max_bytes)
+        elif self.records.shape != (L, N, C) or self.records.dtypes[0] != tok_dtype:
+            raise ValueError(f"reuse state holds records of shape {self.records.shape} "
+                             f"{self.records.dtypes[0]}, got ({L}, {N}, {C}) {tok_dtype}")
+        return self.records
 
     def __contains__(self, stream: str) -> bool:
-        return stream in self.streams
+        return self.records is not None and stream in self.records
 
     def drop(self, stream: str):
-        self.streams.pop(stream, None)
-        self.counts.pop(stream, None)
+        if self.records is not None:
+            self.records.drop(stream)
 
     def reused_share(self, stream: str) -> float:
-        n, r = self.counts.get(stream, (0, 0))
+        if stream not in self:
+            return 0.0
+        n, r = self.records.counts(stream)
         return r / n if n else 0.0
 
     def nbytes(self, stream: str) -> int:
-        return sum(t.numel() * t.element_size() for t in self.streams.get(stream, {}).values()
-                   if isinstance(t, torch.Tensor))
+        return self.records.record_bytes if stream in self else 0
 
     # ------------------------------------------------------------------ checkpoints
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save({"streams": {k: {n: (t.cpu() if isinstance(t, torch.Tensor) else t)
-                                    for n, t in v.items()} for k, v in self.streams.items()},
-                    "counts": self.counts}, buf)
-        return buf.getvalue()
+        return self.records.to_bytes() if self.records is not None else b""
 
-    def load_bytes(self, blob: bytes, device):
-        try:
-            d = torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
-            streams, counts = d["streams"], d["counts"]
-        except Exception as e:  # noqa: BLE001 - any decoding failure means a corrupt blob
-            raise ValueError(f"corrupt reuse state ({type(e).__name__}: {e})") from e
-        self.streams, self.counts = streams, {k: list(v) for k, v in counts.items()}
+    def load_bytes(self, blob: bytes):
+        if not blob:
+            self.records = None
+        elif blob[:2] == b"PK":  # a checkpoint of the previous format (torch.save): a cache only
+            log.warning("reuse cache of an older checkpoint format dropped: the next chunk of "
+                        "each stream recomputes every patch")
+            self.records = None
+        else:
+            self.records = ReuseStates.from_bytes(blob)  # ValueError names what is corrupt
 
 
 def run_reused_layers(model, t: Tokens, streams: Sequence[str], chunk_frames: int,
                       state: ReuseState, stop: int, merge_r: int) -> Tokens:
     """Layers [0, stop) with static-patch reuse, then the deferred ImgMe merge of ``merge_r``
     tokens per frame. ``t``: freshly embedded frames, ``chunk_frames`` consecutive frames per
-    entry of ``streams`` (one stream may appear several times: its chunks run in order)."""
-    rounds: List[List[int]] = []
-    seen: Dict[str, int] = {}
-    for i, s in enumerate(streams):
-        j = seen.get(s, 0)
-        seen[s] = j + 1
-        if j == len(rounds):
-            rounds.append([])
-        rounds[j].append(i)
+    entry of ``streams`` (a stream may appear several times: its chunks, in order)."""
     k = chunk_frames
-    N, C = t.h.shape[1], t.h.shape[2]
-    out = torch.empty(len(streams) * k, N, C, dtype=t.h.dtype, device=t.h.device)
-    metric = None
-    for rnd in rounds:
-        rows = torch.tensor([i * k + f for i in rnd for f in range(k)], device=t.h.device)
-        h, keys = _reuse_round(model, t.h[rows], [streams[i] for i in rnd], k, state, stop)
-        out[rows] = h.to(out.dtype)
-        if metric is None:
-            metric = torch.empty(out.shape[0], N, keys.shape[-1], dtype=keys.dtype,
-                                 device=keys.device)
-        metric[rows] = keys
-    t = Tokens(out, t.sizes, t.n_cls, t.frames, t.times)
-    return merge_tokens(t, metric, merge_r)
+    rounds = _passes(streams, state)
+    if len(rounds) == 1 and all(len(ix) == 1 for _, ix in rounds[0]):  # live: a chunk a stream
+        h, metric = _reuse_pass(model, t.h, rounds[0], k, state, stop)
+    else:
+        h = torch.empty_like(t.h)
+        metric = None
+        for rnd in rounds:
+            rows = torch.tensor([i * k + f for _, ix in rnd for i in ix for f in range(k)],
+                                device=t.h.device)
+            hr, keys = _reuse_pass(model, t.h[rows], rnd, k, state, stop)
+            h[rows] = hr.to(h.dtype)
+            if metric is None:
+                metric = keys.new_empty(h.shape[0], h.shape[1], keys.shape[-1])
+            metric[rows] = keys
+    return merge_tokens(Tokens(h, t.sizes, t.n_cls, t.frames, t.times), metric, merge_r)
 
 
-def _reuse_round(model, h0: torch.Tensor, streams: List[str], k: int, state: ReuseState,
-                 stop: int):
-    """One chunk per stream: h0 [S*k, N, C] embedded inputs. Returns the layer-``stop``
-    outputs [S*k, N, C] and the last layer's keys averaged over heads (the merge metric)."""
-    S = len(streams)
+def _passes(streams: Sequence[str], state: ReuseState) -> List[List[tuple]]:
+    """Splits the batch into sequential passes of ``(stream, [chunk indices])``. A pass gates
+    all its chunks of a stream against the state at its start, up to the next refresh: a new
+    stream or a due refresh is a pass of one chunk (every position recomputed), then up to
+    ``refresh_chunks - 1`` chunks reuse it in one pass. A live camera (one chunk a batch) is
+    one pass; a file's 64 chunks take about 64 * 2 / refresh_chunks passes, not 64."""
+    refresh = state.settings.refresh_chunks
+    per: dict = {}
+    for i, s in enumerate(streams):
+        per.setdefault(s, []).append(i)
+    rounds: List[List[tuple]] = []
+    for s, idx in per.items():
+        age = state.records.age(s) if s in state else -1
+        age = age if 0 <= age < refresh else None  # None: the next chunk recomputes everything
+        j = r = 0
+        while j < len(idx):
+            g = 1 if age is None else min(len(idx) - j, refresh - age)
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append((s, idx[j:j + g]))
+            age = 1 if age is None else age + g
+            age = None if age >= refresh else age
+            j, r = j + g, r + 1
+    return rounds
+
+
+def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: ReuseState,
+                stop: int):
+    """One pass: h0 [F, N, C] holds the embedded frames of ``group`` (``(stream, chunks)`` in
+    order, ``k`` frames a chunk), each stream gated against its state at the start. Returns the
+    layer-``stop`` outputs [F, N, C] and the last layer's keys averaged over heads (the merge
+    metric), and leaves each stream's state as its last frame saw it."""
+    order = [s for s, _ in group]
+    n_chunks = torch.tensor([len(ix) for _, ix in group])
+    sidx = torch.repeat_interleave(torch.arange(len(group)), n_chunks * k).to(h0.device)
+    lastf = (torch.cumsum(n_chunks, 0) * k - 1).to(h0.device)
+    S = len(order)
     Fn, N, C = h0.shape
     dev = h0.device
     thr, refresh = state.settings.threshold, state.settings.refresh_chunks
     layers = model.layers[:stop]
-    attn0 = layers[0].self_attn
-    H = attn0.num_heads
+    H = layers[0].self_attn.num_heads
     d = C // H
 
     # Gate: which positions each frame recomputes (CLS always; everything for a new stream or
-    # on a refresh). The streams' caches are stacked once per round: [S, ...].
-    have = torch.tensor([s in state.streams and state.streams[s]["age"] < refresh
-                         for s in streams], device=dev)
-    like = next((state.streams[s] for s in streams if s in state.streams), None)
-    cached = [state.streams[s] if bool(hv) else _empty_cache(len(layers), N, C, h0.dtype, dev, like)
-              for s, hv in zip(streams, have.tolist())]
-    ref = torch.stack([c["ref"] for c in cached]).float()  # [S, N, C]
-    Kc = torch.stack([c["k"] for c in cached])  # [S, L, N, C]
-    Vc = torch.stack([c["v"] for c in cached])
-    Oc = torch.stack([c["out"] for c in cached])  # [S, N, C]
-    x0 = h0.float().view(S, k, N, C)
-    rel = (x0 - ref[:, None]).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-6)[:, None]
-    dyn = (rel > thr) | ~have.view(S, 1, 1)
-    dyn[..., 0] = True
-    dyn = dyn.view(Fn, N)
+    # on a refresh), against the stream's state at the start of the batch.
+    rec = state._records_for(len(layers), N, C, h0.dtype).gather(order, device=dev)
+    have = (rec.age >= 0) & (rec.age < refresh)  # [S]
+    ref = rec.ref.float()
+    ref_f = ref[sidx]  # [F, N, C]
+    rel = (h0.float() - ref_f).norm(dim=-1) / ref_f.norm(dim=-1).clamp_min(1e-6)
+    dyn = (rel > thr) | ~have[sidx, None]
+    dyn[:, 0] = True
 
     fidx, pidx = dyn.nonzero(as_tuple=True)  # flat list of recomputed (frame, position)
     counts = dyn.sum(1)
@@ -154,14 +192,14 @@ def _reuse_round(model, h0: torch.Tensor, streams: List[str], k: int, state: Reu
         torch.cumsum(counts, 0) - counts, counts)  # position of each token within its frame
 
     x = h0[fidx, pidx]  # [T, C]: the only tokens that go through the linear layers
-    last_k = last_v = None
     new_k, new_v = [], []
+    K = None
     for li, layer in enumerate(layers):
         a = layer.self_attn
         y = layer.layer_norm1(x)
         q, kk, vv = a.q_proj(y), a.k_proj(y), a.v_proj(y)
-        K = Kc[:, li].to(kk.dtype).repeat_interleave(k, 0)  # [F, N, C], then the fresh keys
-        V = Vc[:, li].to(vv.dtype).repeat_interleave(k, 0)
+        K = rec.k[:, li].to(kk.dtype)[sidx]  # [F, N, C] cached, then the fresh keys
+        V = rec.v[:, li].to(vv.dtype)[sidx]
         K[fidx, pidx] = kk
         V[fidx, pidx] = vv
         Q = q.new_zeros(Fn, D, C)
@@ -172,37 +210,21 @@ def _reuse_round(model, h0: torch.Tensor, streams: List[str], k: int, state: Reu
         o = o.transpose(1, 2).reshape(Fn, D, C)[fidx, slot]
         x = x + a.out_proj(o)
         x = x + layer.mlp(layer.layer_norm2(x))
-        last = K.view(S, k, N, C)[:, -1], V.view(S, k, N, C)[:, -1]  # what each last frame saw
-        new_k.append(last[0])
-        new_v.append(last[1])
-        last_k = K
-    outs = Oc.to(x.dtype).repeat_interleave(k, 0)
+        new_k.append(K[lastf])  # what each stream's last frame saw
+        new_v.append(V[lastf])
+    outs = rec.out.to(x.dtype)[sidx]
     outs[fidx, pidx] = x
-    keys = last_k.view(Fn, N, H, d).mean(2)
+    keys = K.view(Fn, N, H, d).mean(2)
 
-    # The state after the chunk is what its last frame saw.
-    nk, nv = torch.stack(new_k, 1), torch.stack(new_v, 1)  # [S, L, N, C]
-    lastf = torch.arange(S, device=dev) * k + (k - 1)
+    # The state after the batch is what each stream's last frame saw.
+    kv_dtype = state.records.dtypes[1]
     m = dyn[lastf]  # [S, N]
     new_ref = torch.where(m[..., None], h0[lastf].float(), ref).to(h0.dtype)
-    new_out = outs[lastf]
-    block = dyn.view(S, k, N)[..., 1:]
-    reused = (~block).sum((1, 2)).tolist()
-    for i, s in enumerate(streams):
-        prev = state.streams.get(s)
-        state.streams[s] = {
-            "ref": new_ref[i].clone(), "k": nk[i].clone(), "v": nv[i].clone(),
-            "out": new_out[i].clone(),
-            "age": (prev["age"] + 1) if (prev is not None and bool(have[i])) else 1,
-        }
-        n = state.counts.setdefault(s, [0, 0])
-        n[0] += k * (N - 1)
-        n[1] += int(reused[i])
+    age = torch.where(have, rec.age + n_chunks.to(dev), n_chunks.to(dev))
+    reused = torch.zeros(S, dtype=torch.int64, device=dev).index_add_(
+        0, sidx, (~dyn[:, 1:]).sum(1))
+    patches = n_chunks.to(dev) * k * (N - 1)
+    state.records.put(order, new_ref, torch.stack(new_k, 1).to(kv_dtype),
+                      torch.stack(new_v, 1).to(kv_dtype), outs[lastf].to(h0.dtype), age,
+                      patches, reused)
     return outs, keys
-
-
-def _empty_cache(L, N, C, dtype, dev, like):
-    kd = like["k"].dtype if like is not None else dtype
-    z = torch.zeros(L, N, C, dtype=kd, device=dev)
-    return {"ref": torch.zeros(N, C, dtype=dtype, device=dev), "k": z, "v": z,
-            "out": torch.zeros(N, C, dtype=dtype, device=dev), "age": 0}

@@ -81,13 +81,15 @@ class StreamingEncoder:
     def __init__(self, model: ClipVideoModel, schedule=None, hop_chunks: int = 1,
                  coarse_windows: int = 15, max_state_bytes: int = 1 << 30,
                  precision: str = "fp32", reuse=None):
-        """``precision``: auto | fp32 | bf16 (precision.py). ``reuse``: ReuseSettings, a dict of
+        """``precision``: auto | fp32 | bf16 | int8 (precision.py). ``reuse``: ReuseSettings, a dict of
         its fields, or None/threshold 0 for no static-patch reuse (reuse.py)."""
         self.model = model
         self.device = model.pixel_mean.device
         self.precision = _precision.resolve(precision, self.device)
         if self.precision == "bf16":
             self.model = model = _precision.with_bf16_linears(model)
+        elif self.precision == "int8":
+            self.model = model = _precision.with_int8_linears(model)
         self.schedule = schedule_from_config(schedule) if schedule is not None else model.schedule
         L = len(model.layers)
         s = self.schedule
@@ -114,8 +116,11 @@ class StreamingEncoder:
             raise ValueError(f"reuse refresh_chunks must be >= 1, got {reuse.refresh_chunks}")
         # Reuse needs the per-frame layers before ClipMe; per-frame CLIP (merging off) has them
         # all the way, but its baseline role is to be plain CLIP, so reuse applies to TempMe only.
-        self.reuse = ReuseState(reuse) if (reuse is not None and reuse.enabled and s.enabled) \
-            else None
+        # Cached keys/values in the linears' compute dtype: bf16 halves the record (1.5 MB a
+        # ViT-B/32 stream instead of 2.8).
+        kv = torch.bfloat16 if self.precision == "bf16" else None
+        self.reuse = ReuseState(reuse, kv_dtype=kv) \
+            if (reuse is not None and reuse.enabled and s.enabled) else None
 
     @property
     def frames_per_window(self) -> int:
@@ -318,9 +323,8 @@ class StreamingEncoder:
             raise ValueError(f"corrupt pystream encoder state ({e})") from e
         reuse = None
         if self.reuse is not None:
-            reuse = ReuseState(self.reuse.settings)
-            if n_reuse:
-                reuse.load_bytes(blob[off + n_core + n_meta:], self.device)
+            reuse = ReuseState(self.reuse.settings, self.reuse.kv_dtype, self.reuse.max_bytes)
+            reuse.load_bytes(blob[off + n_core + n_meta:])
         self.states, self.progress = states, progress
         if reuse is not None:
             self.reuse = reuse
