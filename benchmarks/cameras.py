@@ -348,6 +348,30 @@ def _thread_cpu() -> dict:
     return out
 
 
+def _machine_busy() -> tuple:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat), to tell how much CPU
+    other processes took during a run: a run shares the box with nothing else only if that is
+    about the senders' share."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v) - idle) / tick, sum(v) / tick
+
+
+def _children_cpu(pids) -> float:
+    """CPU seconds of the given processes (the ffmpeg senders)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out += (int(fields[11]) + int(fields[12])) / tick
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return out
+
+
 def _stage_of(name: str | None, comm: str = "") -> str:
     if comm.startswith("av:"):
         return "decode"  # libav's own frame/slice threads (decode_threads != 1)
@@ -404,11 +428,13 @@ def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25
             queue.append((el, ix.status()["encoder"]["queued_chunks"]))
             if cpu0 is None and el >= warmup:
                 cpu0, wall0 = _thread_cpu(), time.time()
+                busy0, send0 = _machine_busy()[0], _children_cpu(p.pid for p in senders.procs)
                 frames0 = {s.name: s.status()["frames"] for s in ix.sources}
                 drop0 = {s.name: s.status()["dropped"] for s in ix.sources}
                 resize0 = sum(s.status()["resize_cpu_s"] for s in ix.sources)
                 stage0 = dict(ix.stage_s)
         cpu1, wall1 = _thread_cpu(), time.time()
+        busy1, send1 = _machine_busy()[0], _children_cpu(p.pid for p in senders.procs)
         names = {t.native_id: t.name for t in threading.enumerate()}  # before the threads end
         st = {s.name: s.status() for s in ix.sources}
         stage1 = dict(ix.stage_s)
@@ -428,6 +454,9 @@ def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25
     thumbs = (stage1.get("rows", 0.0) - stage0.get("rows", 0.0)) / span
     share["encode"] = share.get("encode", 0.0) - thumbs
     share["thumbnails"] = thumbs
+    ours = sum(share.values())
+    senders_cores = (send1 - send0) / span
+    others = (busy1 - busy0) / span - ours - senders_cores  # anything else on the machine
     got = [(st[k]["frames"] - frames0[k]) / span for k in st]
     dropped = sum(st[k]["dropped"] - drop0[k] for k in st)
     p95 = float(np.percentile(lags, 95)) if lags else float("inf")
@@ -438,14 +467,15 @@ def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25
     held = (bool(lags) and p95 <= hop + 2.0 and dropped == 0 and min(got) >= 0.9
             and growth <= max(2.0, n / 4))
     return dict(n=n, held=held, p95=p95, rows=len(lags), dropped=dropped, min_fps=min(got),
-                queue_growth=growth, share=share)
+                queue_growth=growth, share=share, senders=senders_cores, others=max(others, 0.0))
 
 
 def _print_run(name, r):
     sh = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["share"].items()))
     print(f"  {name:<9} N={r['n']:<3} {'HELD' if r['held'] else 'not held':<9} "
           f"p95_lag={r['p95']:.2f}s rows={r['rows']} dropped={r['dropped']} "
-          f"min_fps={r['min_fps']:.2f} queue_growth={r['queue_growth']:.1f} cores: {sh}", flush=True)
+          f"min_fps={r['min_fps']:.2f} queue_growth={r['queue_growth']:.1f} cores: {sh} "
+          f"| senders={r['senders']:.2f} other_processes={r['others']:.2f}", flush=True)
 
 
 def largest_held(name, seconds, model, paths, start, maxn):
