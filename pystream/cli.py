@@ -5,7 +5,7 @@
     pystream search "a red circle" --archive pystream-data/archive -k 3 --json
     pystream watch -c config.yaml                 # run the configured sources (foreground)
     pystream status --state-dir pystream-data/state --json   # per source: state, lag, rows, errors
-    pystream serve -c config.yaml                 # HTTP API only (search, status, metrics)
+    pystream serve -c config.yaml                 # HTTP only: the web page and the API
 
 Search loads the model recorded with the archive (the one that indexed it); --model overrides.
 The daemon entry point `pystreamd` (daemon/pystreamd.py) is `run_service` below with the system
@@ -119,6 +119,19 @@ def startup_error(e: BaseException) -> CliError | None:
 
 # ----------------------------------------------------------------------------- watch / daemon
 
+def _http_token(cfg: Config, host: str | None = None) -> str | None:
+    """The HTTP token (config, env, file, systemd credential); CliError (exit 2) when there is
+    none and the server would listen off loopback, or it cannot be read."""
+    from .http.auth import TokenError, check_exposure, resolve_token
+
+    try:
+        token = resolve_token(cfg.http)
+        check_exposure(host or cfg.http.host, token)
+    except TokenError as e:
+        raise CliError(str(e)) from None
+    return token
+
+
 def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
     """Run the configured sources until SIGTERM/SIGINT (exit 0 after draining). SIGHUP reloads
     the configuration: the indexer drains and restarts with the new one (a bad new config is
@@ -152,6 +165,7 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
         if sig is not None:
             signal.signal(sig, on_signal)
 
+    token = _http_token(cfg) if cfg.http.enabled else None
     get_status = lambda: current["ix"].status() if "ix" in current else None  # noqa: E731
     metrics = Metrics(get_status)
     if cfg.metrics.port:
@@ -173,9 +187,11 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
             ix.stop()
         if server is None and cfg.http.enabled:
             archive = _open_archive(cfg, model=ix.model)  # text queries share the loaded model
-            server = serve_in_thread(create_app(archive, get_status, metrics),
+            server = serve_in_thread(create_app(archive, get_status, metrics, config=cfg,
+                                                token=token, host=cfg.http.host),
                                      cfg.http.host, cfg.http.port)
-            log.info("HTTP API on http://%s:%d", cfg.http.host, cfg.http.port)
+            log.info("HTTP API and web page on http://%s:%d%s", cfg.http.host, cfg.http.port,
+                     " (token required)" if token else "")
         reporter = StatusReporter(cfg.state_dir, ix.status).start()
         log.info("indexing %d source(s) into %s with model %s", len(ix.sources), cfg.archive,
                  ix.model_id)
@@ -360,14 +376,16 @@ def cmd_serve(args) -> int:
 
     cfg = _config(args.config, archive=args.archive, state_dir=args.state_dir)
     setup_logging(cfg.log.level, cfg.log.format)
-    app = create_app(_open_archive(cfg, model=args.model), lambda: read_status(cfg.state_dir))
+    host = args.host or cfg.http.host
+    token = _http_token(cfg, host)
+    app = create_app(_open_archive(cfg, model=args.model), lambda: read_status(cfg.state_dir),
+                     config=cfg, token=token, host=host)
     # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then re-raises the signal to the
     # handler that was installed before it: make that one a no-op so a stop exits 0, as
     # `watch` does (not "killed by SIGTERM").
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: None)
-    uvicorn.run(app, host=args.host or cfg.http.host, port=args.port or cfg.http.port,
-                log_level="warning")
+    uvicorn.run(app, host=host, port=args.port or cfg.http.port, log_level="warning")
     return 0
 
 
@@ -423,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
 
-    sv = sub.add_parser("serve", help="HTTP API only (search, status, metrics)")
+    sv = sub.add_parser("serve", help="HTTP only: the web page and the API (search, play, "
+                        "status, metrics)")
     common(sv)
     sv.add_argument("--state-dir")
     sv.add_argument("--host")

@@ -130,6 +130,25 @@ class FolderSourceConfig(_SourceBase):
         return v
 
 
+class RecordConfig(_Strict):
+    """A live stream's recording (pystream/sources/recorder.py): the packets it receives,
+    remuxed without re-encoding into rolling segment files DIR/SOURCE/<UTC time>.ts."""
+    dir: str
+    segment_s: float = Field(default=60.0, ge=1, le=3600)  # a new file at the first keyframe after
+    max_age_h: Optional[float] = Field(default=24.0, gt=0)  # delete segments older than this
+    max_size_mb: Optional[float] = Field(default=None, gt=0)  # ... and the oldest past this total
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("record dir is empty")
+        p = Path(v).expanduser()
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{v!r} is not a folder")
+        return str(p.resolve())
+
+
 class StreamSourceConfig(_SourceBase):
     type: Literal["stream"]
     url: str
@@ -149,6 +168,7 @@ class StreamSourceConfig(_SourceBase):
     # samples; all: decode every frame; keyframes: always keyframes only.
     decode: Literal["auto", "all", "keyframes"] = "auto"
     decode_threads: int = Field(default=1, ge=0)  # libav threads per camera; 0 = libav's choice
+    record: Optional[RecordConfig] = None  # keep the stream's video in rolling segment files
 
     @field_validator("url", "index_url")
     @classmethod
@@ -222,8 +242,14 @@ class WriterConfig(_Strict):
 
 class HttpConfig(_Strict):
     enabled: bool = True
+    # Any address but a loopback one needs a token (the server refuses to start without one).
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+    # Every route but /healthz then needs it (Authorization: Bearer TOKEN, or the login form's
+    # cookie). Also from $PYSTREAM_HTTP_TOKEN, a file (token_file, $PYSTREAM_HTTP_TOKEN_FILE) or
+    # systemd's credential `http-token` ($CREDENTIALS_DIRECTORY/http-token).
+    token: Optional[str] = Field(default=None, min_length=16, max_length=256)
+    token_file: Optional[str] = None
 
 
 class MetricsConfig(_Strict):

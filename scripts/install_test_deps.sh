@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the source tests need: vlc (RTSP server, run as nobody)
-# and ffmpeg (UDP/HLS senders). Idempotent and quiet: does nothing when they are present.
+# Installs the Debian packages the source tests need: vlc (RTSP server, run as nobody),
+# ffmpeg (UDP/HLS senders), and chromium + chromium-driver (the web page's browser tests). Idempotent and quiet: does nothing when they are present.
 set -euo pipefail
 
-PKGS=(vlc-bin vlc-plugin-base ffmpeg)
+PKGS=(vlc-bin vlc-plugin-base ffmpeg chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

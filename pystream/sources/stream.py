@@ -63,6 +63,7 @@ import av
 from pystream.decode import Frame, PtsSampler
 from pystream.sources import Segment, SourceEvent
 from pystream.sources._util import Backoff, RateMeter
+from pystream.sources.recorder import open_recorder
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class _Reader(threading.Thread):
         self.resize_cpu_s = 0.0  # CPU seconds in libav's scale + RGB conversion (benchmarks)
         self.keyframes_only = False  # the decoder skips non-key frames (decode: auto|keyframes)
         self.gop_s: float | None = None  # measured keyframe interval
+        self.recorder = None  # pystream.sources.recorder.Recorder when `record:` is set
 
     def abandon(self) -> None:
         self.abandoned.set()
@@ -161,6 +163,7 @@ class _Reader(threading.Thread):
                 stream.codec_context.skip_frame = "NONKEY"
                 self.keyframes_only = True
             self.opened_at = time.monotonic()
+            self.recorder = open_recorder(s.name, s.record, stream)
             self._put(("open", None))
             self._loop(container, stream)
         except (av.error.FFmpegError, OSError, EOFError) as e:
@@ -170,6 +173,8 @@ class _Reader(threading.Thread):
             log.exception("source %s: reader crashed", s.name)
             self._put(("error", f"reader crashed: {e!r}"))
         finally:
+            if self.recorder is not None:
+                self.recorder.close()
             if container is not None:
                 try:
                     container.close()
@@ -198,6 +203,8 @@ class _Reader(threading.Thread):
                         stream.codec_context.skip_frame = "NONKEY" if only else "DEFAULT"
                         self.keyframes_only = only
                 last_key = kt
+            if self.recorder is not None:  # every packet, also those the decoder skips
+                self.recorder.write(packet)
             if self.keyframes_only and not packet.is_keyframe:
                 # The decoder would discard it (skip_frame NONKEY); not even parsing it saves a
                 # third of the decode cost. Key frames decode on their own, so nothing breaks.
@@ -243,7 +250,7 @@ class StreamSource:
 
     CONFIG_KEYS = ("fps", "size", "open_timeout_s", "read_timeout_s", "backoff_initial_s",
                    "backoff_max_s", "options", "stall_timeout_s", "resync_s", "queue_frames",
-                   "realtime", "index_url", "decode", "decode_threads")
+                   "realtime", "index_url", "decode", "decode_threads", "record")
     DECODE_MODES = ("auto", "all", "keyframes")
 
     def __init__(self, name: str, url: str, fps: float = 1.0, size=224,
@@ -251,7 +258,8 @@ class StreamSource:
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30,
                  options: dict | None = None, stall_timeout_s: float = 15,
                  resync_s: float = 5.0, queue_frames: int = 256, realtime: bool | None = None,
-                 index_url: str | None = None, decode: str = "auto", decode_threads: int = 1):
+                 index_url: str | None = None, decode: str = "auto", decode_threads: int = 1,
+                 record: dict | None = None):
         if not fps or fps <= 0:
             raise ValueError(f"source {name!r}: fps must be > 0, got {fps!r}")
         if decode not in self.DECODE_MODES:
@@ -261,6 +269,8 @@ class StreamSource:
             raise ValueError(f"source {name!r}: decode_threads must be >= 0, got {decode_threads!r}")
         self.decode_mode = decode
         self.decode_threads = int(decode_threads)
+        # `record:` settings (plain values); each reader builds its own Recorder from them.
+        self.record = dict(record) if record else None
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"source {name!r}: options must be a mapping of libav options")
         self.name = name
