@@ -165,6 +165,8 @@ def test_one_alert_per_event_cooldown_sources_and_levels(tmp_path):
         (5.0, "cam1", 25.0, 12), (8.0, "cam2", 12.0, 2), (40.0, "cam1", 49.0, 7)]
     st = eng.status()["triggers"]["red"]
     assert st["fired"] == 3 and st["last_score"] == pytest.approx(again.score)
+    # alerts.keep_days: old alerts that nothing waits for are forgotten.
+    assert eng.store.prune(time.time() + 1) == 4 and eng.store.alerts() == []
     eng.close()
 
 

@@ -169,6 +169,7 @@ class AlertsConfig(_Strict):
     backoff_max_s: float = Field(default=60.0, gt=0)  # ... doubling up to this
     expire_s: float = Field(default=86400.0, gt=0)  # stop retrying an alert this old
     queue_batches: int = Field(default=256, ge=1)  # committed batches waiting for evaluation
+    keep_days: float = Field(default=30.0, gt=0)  # the alert log forgets older alerts
 
     @field_validator("base_url")
     @classmethod

@@ -119,6 +119,7 @@ class AlertEngine:
         for name, c in self.store.trigger_counts().items():
             if name in self.counts:
                 self.counts[name].update(c)
+        self._pruned = -1e9  # monotonic time of the last prune
         self.thread = threading.Thread(target=self._run, daemon=True, name="pystream-alerts")
         self._started = False
         self.on_alert = None  # test / benchmark hook: called with each new Alert after it is logged
@@ -174,8 +175,13 @@ class AlertEngine:
     def _run(self) -> None:
         try:
             self._catch_up()
+            self._prune()
             while True:
-                item = self._q.get()
+                try:
+                    item = self._q.get(timeout=60.0)
+                except queue.Empty:
+                    self._prune()
+                    continue
                 if item is _STOP:
                     return
                 stamp, batch = item
@@ -189,6 +195,16 @@ class AlertEngine:
         except BaseException as e:  # noqa: BLE001 - reported in status; the indexer goes on
             self.fatal = e
             log.exception("alert evaluator stopped")
+
+    def _prune(self) -> None:
+        """At most hourly: forget alerts older than alerts.keep_days (delivered or expired)."""
+        now = time.monotonic()
+        if now - self._pruned < 3600.0:
+            return
+        self._pruned = now
+        n = self.store.prune(time.time() - self.cfg.alerts.keep_days * 86400.0)
+        if n:
+            log.info("alerts: forgot %d alert(s) older than %g days", n, self.cfg.alerts.keep_days)
 
     def _catch_up(self) -> None:
         """Evaluate rows committed after the watermark that were never evaluated."""

@@ -244,6 +244,27 @@ class AlertStore:
                              "WHERE key = ? AND target = ?",
                              (time.time(), error[:500], key, target))
 
+    def prune(self, before: float) -> int:
+        """Forget alerts fired before `before` that nothing waits for any more (no pending
+        delivery), with their rows and deliveries; returns how many."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                keys = [r[0] for r in db.execute(
+                    "SELECT key FROM alerts WHERE fired < ? AND key NOT IN "
+                    "(SELECT key FROM deliveries WHERE state = 'pending')", (before,))]
+                for i in range(0, len(keys), 500):
+                    part = keys[i:i + 500]
+                    marks = ",".join("?" * len(part))
+                    for table in ("alert_rows", "deliveries", "alerts"):
+                        db.execute(f"DELETE FROM {table} WHERE key IN ({marks})", part)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(keys)
+
     # ------------------------------------------------------------------ numbers
 
     def trigger_counts(self) -> Dict[str, dict]:
