@@ -86,6 +86,7 @@ class Indexer:
         self._resume: Dict[str, dict] = plan.resume
         self.commit = CommitLog(self.checkpoints, self.stats)
         self.rows = RowBuilder(self.model_id, self.window_frames, self.k)
+        self.alerts = make_alert_engine(config, self.model, self.model_id)  # None: no triggers
         b = config.batching
         self.encode = EncodeStage(self.encoder, self.rows, self.commit, self._chunks, self.stats,
                                   self.stop_event, max_batch_chunks=b.max_batch_chunks,
@@ -97,7 +98,6 @@ class Indexer:
                                  optimize_every_s=w.optimize_interval_s,
                                  index_min_rows=w.index_min_rows, on_commit=self._on_commit)
         self.commit.attach(self.writer)
-        self.alerts = make_alert_engine(config, self.model, self.model_id)  # None: no triggers
         self.runners: List[SourceRunner] = []
         self.started = time.time()
 
