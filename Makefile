@@ -51,7 +51,8 @@ build: $(BUILT)
 wheel: $(BUILT)
 	$(PIP) wheel --no-build-isolation --no-deps -w dist .
 
-# vlc (RTSP server) and ffmpeg (UDP/HLS senders) from Debian, for the live-stream tests.
+# vlc (RTSP server), ffmpeg (UDP/HLS senders) and mosquitto (MQTT broker) from Debian, for the
+# live-stream and alert tests.
 test-deps:
 	bash scripts/install_test_deps.sh
 

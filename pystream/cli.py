@@ -1,4 +1,4 @@
-"""Command line: `pystream watch | index | search | thumbnail | status | serve` (also
+"""Command line: `pystream watch | index | search | thumbnail | status | triggers | serve` (also
 `python -m pystream`).
 
     pystream index videos --archive pystream-data/archive      # files / folders, once, resumable
@@ -356,13 +356,81 @@ def cmd_status(args) -> int:
     rows = source_rows(s)
     if not rows:
         print("no sources")
+    else:
+        cols = ["source", "state", "lag", "fps", "reused", "frames", "rows", "files", "errors",
+                "last_error"]
+        widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+        print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+        for r in rows:
+            print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    from .alerts.report import status_lines
+
+    for line in status_lines(s, fmt_time):  # triggers: fired, failures, target health
+        print(line)
+    return 0
+
+
+# ----------------------------------------------------------------------------- triggers
+
+def cmd_triggers_test(args) -> int:
+    """What a configured trigger would have fired over the archive (alerts/calibrate.py)."""
+    import tempfile
+
+    from .alerts.calibrate import parse_since, run_trigger
+    from .archive import ArchiveNotFoundError, NoEncoderError
+    from .model.loader import ModelLoadError
+    from .status import fmt_time
+
+    cfg = _config(args.config, archive=args.archive)
+    setup_logging("WARNING", "text")
+    trig = next((t for t in cfg.triggers if t.name == args.name), None)
+    if trig is None:
+        names = ", ".join(t.name for t in cfg.triggers) or "none"
+        raise CliError(f"no trigger named {args.name!r} in {args.config or 'the default config'} "
+                       f"(triggers: {names})")
+    try:
+        since = parse_since(args.since)
+    except (ValueError, TypeError) as e:
+        raise CliError(f"bad --since: {e}") from None
+    until = _time_arg(args.until)
+    thumbs = None if args.no_thumbnails else (
+        args.thumbnails or tempfile.mkdtemp(prefix=f"pystream-trigger-{trig.name}-"))
+    arc = _open_archive(cfg, model=args.model)
+    try:
+        if args.model is None and arc.recorded_model is None:
+            arc = _open_archive(cfg, model=cfg.model)  # an archive that does not say: the config's
+        fired, near, scanned = run_trigger(arc, trig, since=since, until=until,
+                                           threshold=args.threshold, thumbnails_dir=thumbs)
+    except ArchiveNotFoundError as e:
+        raise CliError(str(e)) from None
+    except ModelLoadError as e:
+        raise CliError(f"triggers test failed: {e}",
+                       EXIT_TRANSIENT if e.transient else EXIT_CONFIG) from None
+    except (NoEncoderError, RuntimeError, ValueError, TypeError, OSError) as e:
+        raise CliError(f"triggers test failed: {e}") from None
+    thr = trig.threshold if args.threshold is None else args.threshold
+    if args.json:
+        print(json.dumps({"trigger": trig.name, "threshold": thr, "since": since, "until": until,
+                          "scanned": scanned, "alerts": [e.to_dict() for e in fired],
+                          "near": [vars(n) for n in near]}, indent=1))
         return 0
-    cols = ["source", "state", "lag", "fps", "reused", "frames", "rows", "files", "errors",
-            "last_error"]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    what = " + ".join(x for x in (f"text {trig.text!r}" if trig.text else "",
+                                  f"image {trig.image}" if trig.image else "") if x)
+    print(f"trigger {trig.name} ({what}, threshold {thr:.3f}, level {trig.level}, cooldown "
+          f"{trig.cooldown_s:g} s): {len(fired)} alert(s) from "
+          f"{sum(e.rows for e in fired)} matching window(s) of {scanned} scanned"
+          f"{'' if since is None else ' since ' + fmt_time(since)}")
+    if fired:
+        rows = [[str(i), fmt_time(e.start), e.source, f"{e.score:.3f}", f"{e.peak:.3f}",
+                 str(e.rows), e.clip_id, e.thumbnail or "-"] for i, e in enumerate(fired, 1)]
+        head = ["#", "fires at", "source", "score", "peak", "windows", "clip", "thumbnail"]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        print("  ".join(h.upper().ljust(w) for h, w in zip(head, widths)))
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    if near:
+        print("closest below the threshold: " + ", ".join(
+            f"{n.score:.3f} ({n.source} {fmt_time(n.start)})" for n in near))
     return 0
 
 
@@ -440,6 +508,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--state-dir")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
+
+    tr = sub.add_parser("triggers", help="standing queries (alerts): try one on the archive")
+    trs = tr.add_subparsers(dest="triggers_cmd", required=True)
+    tt = trs.add_parser("test", help="what a configured trigger would have fired over the "
+                        "archive (score, time, thumbnail), to pick its threshold")
+    common(tt)
+    tt.add_argument("name", help="the trigger's name in the config")
+    tt.add_argument("--since", default="24h",
+                    help="24h, 30m, 7d, an ISO time or epoch seconds; 'all': the whole archive "
+                    "(default 24h)")
+    tt.add_argument("--until", help="epoch seconds or ISO time")
+    tt.add_argument("--threshold", type=float, help="try another threshold than the config's")
+    tt.add_argument("--model", help="model for the trigger's text / image (default: the one "
+                    "that indexed the archive)")
+    tt.add_argument("--thumbnails", help="folder for the thumbnails (default: a new temp folder)")
+    tt.add_argument("--no-thumbnails", action="store_true")
+    tt.add_argument("--json", action="store_true")
+    tt.set_defaults(fn=cmd_triggers_test)
 
     sv = sub.add_parser("serve", help="HTTP only: the web page and the API (search, play, "
                         "status, metrics)")

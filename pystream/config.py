@@ -199,6 +199,8 @@ SourceConfig = Annotated[Union[FolderSourceConfig, StreamSourceConfig, FileSourc
 
 # ----------------------------------------------------------------------------- the rest
 
+from .alerts.config import AlertsConfig, TriggerConfig, check_triggers  # noqa: E402
+
 class MergeConfig(_Strict):
     """TempMe merge schedule: a preset plus optional overrides (see pystream.model.schedule)."""
     preset: Choice("default", "fast", "off") = "default"
@@ -286,6 +288,9 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    # Standing queries: alerts when a committed window matches (pystream/alerts/).
+    triggers: List[TriggerConfig] = Field(default_factory=list)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("merge", mode="before")
     @classmethod
@@ -301,6 +306,7 @@ class Config(_Strict):
             if s.name in seen:
                 raise ValueError(f"two sources are named {s.name!r}; names must be unique")
             seen.add(s.name)
+        check_triggers(self.triggers, [s.name for s in self.sources])
         return self
 
     def source_fps(self, source) -> float:

@@ -125,7 +125,7 @@ def index(
         cfg = Config.model_validate(dict(config.model_dump(), **overrides))
     else:
         cfg = load_config(config, overrides)
-    cfg = cfg.model_copy(update={"sources": []})
+    cfg = cfg.model_copy(update={"sources": [], "triggers": []})  # alerts: the daemon's job
 
     if model_obj is None:
         model_obj = load_video_model(cfg)

@@ -52,6 +52,9 @@ class _StatusCollector:
         for stage, v in (e.get("stage_s") or {}).items():
             st.add_metric([stage], float(v))
         yield st
+        from .alerts.report import metric_families
+
+        yield from metric_families(s)  # per trigger: fired, last fired, failures; target health
 
 
 class Metrics:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the source tests need: vlc (RTSP server, run as nobody),
-# ffmpeg (UDP/HLS senders), and chromium + chromium-driver (the web page's browser tests). Idempotent and quiet: does nothing when they are present.
+# ffmpeg (UDP/HLS senders), chromium + chromium-driver (the web page's browser tests) and
+# mosquitto (MQTT broker for the alert tests; the tests start their own on a free port, the
+# system service is not needed). Idempotent and quiet: does nothing when they are present.
 set -euo pipefail
 
-PKGS=(vlc-bin vlc-plugin-base ffmpeg chromium chromium-driver)
+PKGS=(vlc-bin vlc-plugin-base ffmpeg chromium chromium-driver mosquitto)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

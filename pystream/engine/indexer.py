@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List
 
+from ..alerts.engine import make_alert_engine
 from ..checkpoint import CheckpointStore
 from ..config import Config
 from ..store import ClipRow, ClipWriter, portable_model_ref
@@ -85,6 +86,7 @@ class Indexer:
         self._resume: Dict[str, dict] = plan.resume
         self.commit = CommitLog(self.checkpoints, self.stats)
         self.rows = RowBuilder(self.model_id, self.window_frames, self.k)
+        self.alerts = make_alert_engine(config, self.model, self.model_id)  # None: no triggers
         b = config.batching
         self.encode = EncodeStage(self.encoder, self.rows, self.commit, self._chunks, self.stats,
                                   self.stop_event, max_batch_chunks=b.max_batch_chunks,
@@ -107,6 +109,8 @@ class Indexer:
     def _on_commit(self, batch: List[ClipRow]):
         """Writer thread, after `batch` is in LanceDB."""
         self.commit.committed(batch, self.on_rows)
+        if self.alerts is not None:
+            self.alerts.committed(batch)  # evaluated on the alerts thread, never blocks
 
     # ------------------------------------------------------------------ the encoder's numbers
 
@@ -137,6 +141,8 @@ class Indexer:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self):
+        if self.alerts is not None:
+            self.alerts.start()
         for src in self.sources:
             r = SourceRunner(src, self._chunks, self.stats[src.name], k=self.k,
                              fps=source_fps(self.cfg, src), stop_event=self.stop_event,
@@ -167,6 +173,8 @@ class Indexer:
             code = 1
         self.commit.apply()
         self.checkpoints.close()
+        if self.alerts is not None:
+            self.alerts.close()
         if self._fatal is not None:
             log.error("indexer stopped on an internal error: %r", self._fatal)
             code = 1
@@ -203,4 +211,5 @@ class Indexer:
                          stage_s={k: round(v, 3) for k, v in enc.stage_s.items()}),
             writer=self.writer.stats(),
             sources=sources,
+            **({"alerts": self.alerts.status()} if self.alerts is not None else {}),
         )
