@@ -297,3 +297,40 @@ def test_index_url_is_decoded_and_url_is_what_rows_point_at(tmp_path):
     assert len(frames) == 2 * FPS
     assert [s.uri for s in segs] == ["rtsp://127.0.0.1:1/main"]
     assert src.status()["index_url"] == f"file://{path}"
+
+
+def test_connect_burst_is_dated_back_not_squeezed():
+    """Frames libav buffered while probing a live stream arrive at once: they are held until
+    the stream's own pace shows, then dated back from there (not all stamped 'now')."""
+    import numpy as np
+    from pystream.decode import Frame
+    from pystream.sources.stream import _BURST_FRAMES, _WallClock
+
+    def fr(i, pts):
+        return Frame(index=i, pts_s=pts, t=0.0, rgb=np.zeros((1, 1, 3), np.uint8))
+
+    clock = _WallClock(resync_s=5.0, live=True)
+    out = []
+    for i in range(5):  # 5 s of stream in 5 ms
+        out += clock.add(fr(i, float(i)), 100.0 + 0.001 * i)
+    assert out == []
+    out += clock.add(fr(5, 5.0), 101.0)  # the first frame at the stream's pace
+    assert [f.t for f in out] == [96.0, 97.0, 98.0, 99.0, 100.0, 101.0]
+    nxt = clock.add(fr(6, 6.0), 102.05)  # afterwards: anchored as before
+    assert nxt[0].t == 102.0
+    assert clock.add(fr(7, 20.0), 103.0)[0].t == 103.0  # a pts jump ahead: clamped to arrival
+
+    fast = _WallClock(resync_s=5.0, live=True)  # not a probe burst: a fast replay
+    got = []
+    for i in range(_BURST_FRAMES + 3):
+        got += fast.add(fr(i, i * 0.1), 200.0)
+    assert len(got) == _BURST_FRAMES + 3 and max(f.t for f in got) <= 200.0
+    assert [f.t for f in got] == sorted(f.t for f in got)
+
+    ended = _WallClock(resync_s=5.0, live=True)  # the connection ends mid-burst: nothing lost
+    ended.add(fr(0, 0.0), 50.0)
+    ended.add(fr(1, 1.0), 50.0)
+    assert [f.t for f in ended.flush(50.5)] == [49.5, 50.5]
+
+    files = _WallClock(resync_s=5.0, live=False)  # paced files: stamped at once, as before
+    assert files.add(fr(0, 0.0), 10.0)[0].t == 10.0

@@ -24,12 +24,14 @@ How it stays up:
 Sampling and time: every packet is decoded (never dropped before decode: inter-frame
 codecs need them all), and decoded frames are sampled at ``fps`` on their presentation
 time, like ``pystream.decode.decode_frames``; a backwards pts jump (encoder restart, MPEG-TS
-wrap) restarts the grid instead of stalling. ``Frame.t`` is wall clock: anchored to
-``time.time()`` at the first frame and advanced by pts, clamped never to run ahead of
-arrival (frames buffered while libav probes the stream, or an HLS client fetching a few
-segments at once, arrive together and get arrival times) and re-anchored when it falls
-more than ``resync_s`` behind (pts jumps). ``Frame.pts_s`` stays relative to the
-connection start.
+wrap) restarts the grid instead of stalling. ``Frame.t`` is wall clock (``_WallClock``):
+anchored to ``time.time()`` and advanced by pts, clamped never to run ahead of arrival and
+re-anchored when it falls more than ``resync_s`` behind (pts jumps). The seconds libav
+buffers while probing a live stream arrive at once when the connection starts; those frames
+are held until the stream's own pace shows (one sample period, at most) and dated back from
+there, instead of being squeezed into the instant they arrived. (Later bursts, e.g. an HLS
+client fetching a few segments at once, get arrival times.) ``Frame.pts_s`` stays relative to
+the connection start.
 
 If the consumer falls behind, the queue (``queue_frames`` sampled frames) drops the oldest
 frame rather than stopping the reader: for a live source, blocking would only move the loss
@@ -68,6 +70,7 @@ from pystream.sources.recorder import open_recorder
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.2  # consumer poll period: bounds how late `stop` and stalls are noticed
+_BURST_FRAMES, _BURST_S = 64, 30.0  # at most this much of a connect burst is held (_WallClock)
 _EPS = 1e-6
 
 
@@ -185,7 +188,7 @@ class _Reader(threading.Thread):
         s = self.src
         fps = s.fps
         sampler = PtsSampler(fps, rewind_s=1.0)
-        anchor = None  # wall clock of pts_s == 0
+        clock = _WallClock(s.resync_s, live=not (s.finite or s.realtime))
         index = 0
         pace0 = time.monotonic() if s.realtime else None
         period = 1.0 / fps
@@ -223,15 +226,63 @@ class _Reader(threading.Thread):
                     delay = pace0 + pts_s - time.monotonic()
                     if delay > 0 and self.abandoned.wait(delay):
                         return
-                now = time.time()
-                if anchor is None or anchor + pts_s > now or anchor + pts_s < now - s.resync_s:
-                    anchor = now - pts_s
                 c0 = time.thread_time()
                 rgb = frame.reformat(width=s._w, height=s._h, format="rgb24").to_ndarray()
                 self.resize_cpu_s += time.thread_time() - c0
-                self._put(("frame", Frame(index=index, pts_s=pts_s, t=anchor + pts_s, rgb=rgb)))
+                for f in clock.add(Frame(index=index, pts_s=pts_s, t=0.0, rgb=rgb), time.time()):
+                    self._put(("frame", f))
                 index += 1
+        for f in clock.flush(time.time()):
+            self._put(("frame", f))
         self._put(("end", "stream ended (end of file or server closed it)"))
+
+
+class _WallClock:
+    """``Frame.t`` for one connection: wall clock anchored to the stream's pts.
+
+    ``t = anchor + pts_s``, clamped never to run ahead of arrival and re-anchored when it falls
+    more than ``resync_s`` behind (pts jumps). At a live connect, libav hands over the seconds
+    it buffered while probing the stream all at once; stamped on arrival they would squeeze
+    several seconds into one instant (windows of 0.3 s). So a live connection holds its first
+    sampled frames while they arrive faster than real time (a burst: less than half their pts
+    spacing apart) and, at the first frame that comes at the stream's pace, dates the held ones
+    back from it. At most ``_BURST_FRAMES`` frames or ``_BURST_S`` seconds of pts are held."""
+
+    def __init__(self, resync_s: float, live: bool):
+        self.resync_s = resync_s
+        self.anchor: float | None = None
+        self.held: list | None = [] if live else None
+        self.last: tuple | None = None  # (wall, pts_s) of the previous frame
+
+    def add(self, f: Frame, now: float) -> list:
+        if self.held is not None:
+            paced = self.last is not None and now - self.last[0] >= 0.5 * (f.pts_s - self.last[1])
+            self.last = (now, f.pts_s)
+            span = f.pts_s - self.held[0].pts_s if self.held else 0.0
+            if not paced and len(self.held) < _BURST_FRAMES and span <= _BURST_S:
+                self.held.append(f)
+                return []
+            return self.flush(now, f)
+        f.t = self._stamp(f.pts_s, now)
+        return [f]
+
+    def flush(self, now: float, last: Frame | None = None) -> list:
+        """The held frames (and ``last``), dated back from ``last`` (or the newest held)."""
+        out = (self.held or []) + ([last] if last is not None else [])
+        self.held = None
+        if not out:
+            return []
+        self.anchor = now - out[-1].pts_s
+        t_prev = -float("inf")
+        for f in out:
+            f.t = t_prev = max(min(self.anchor + f.pts_s, now), t_prev)
+        return out
+
+    def _stamp(self, pts_s: float, now: float) -> float:
+        a = self.anchor
+        if a is None or a + pts_s > now or a + pts_s < now - self.resync_s:
+            self.anchor = a = now - pts_s
+        return a + pts_s
 
 
 def _describe(e: BaseException) -> str:
