@@ -496,6 +496,23 @@ void py_reuse_put(ReuseStates& st, const std::vector<std::string>& ids, py::hand
          reinterpret_cast<const int64_t*>(reused.data));
 }
 
+void py_reuse_advance(ReuseStates& st, const std::vector<std::string>& ids, py::handle age_o,
+                      py::handle patches_o, py::handle reused_o) {
+  const int64_t S = (int64_t)ids.size();
+  TensorArg age = from_py(age_o, "age"), patches = from_py(patches_o, "patches"),
+            reused = from_py(reused_o, "reused");
+  for (TensorArg* t : {&age, &patches, &reused}) {
+    t->require_shape({S});
+    t->require_dtype(DType::I64);
+    t->require_cpu();
+    t->require_contiguous();
+  }
+  py::gil_scoped_release nogil;
+  st.advance(ids, reinterpret_cast<const int64_t*>(age.data),
+             reinterpret_cast<const int64_t*>(patches.data),
+             reinterpret_cast<const int64_t*>(reused.data));
+}
+
 std::string build_info_str() {
   std::ostringstream os;
   os << "pystream._core " << PYSTREAM_VERSION;
@@ -665,6 +682,9 @@ PYBIND11_MODULE(_core, m) {
            "zeros and age -1 for a stream without a record")
       .def("put", &py_reuse_put, py::arg("stream_ids"), py::arg("ref"), py::arg("k"),
            py::arg("v"), py::arg("out"), py::arg("age"), py::arg("patches"), py::arg("reused"))
+      .def("advance", &py_reuse_advance, py::arg("stream_ids"), py::arg("age"),
+           py::arg("patches"), py::arg("reused"),
+           "new ages and counter increments for existing records; cached values unchanged")
       .def("counts", &ReuseStates::counts, py::arg("stream_id"))
       .def("age", &ReuseStates::age, py::arg("stream_id"))
       .def("drop", &ReuseStates::drop, py::arg("stream_id"))

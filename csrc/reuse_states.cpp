@@ -105,6 +105,19 @@ void ReuseStates::put(const std::vector<std::string>& ids, const void* ref, cons
   }
 }
 
+void ReuseStates::advance(const std::vector<std::string>& ids, const int64_t* age,
+                          const int64_t* patches, const int64_t* reused) {
+  WriteLock lk(mu_);
+  for (const auto& id : ids)
+    if (!records_.count(id)) throw KeyError("unknown stream id " + quoted(id));
+  for (size_t s = 0; s < ids.size(); ++s) {
+    ReuseRecord& r = records_[ids[s]];
+    r.age = age[s];
+    r.patches += patches[s];
+    r.reused += reused[s];
+  }
+}
+
 std::pair<int64_t, int64_t> ReuseStates::counts(const std::string& id) const {
   ReadLock lk(mu_);
   auto it = records_.find(id);

@@ -45,6 +45,11 @@ class ReuseStates {
   void put(const std::vector<std::string>& ids, const void* ref, const void* k, const void* v,
            const void* out, const int64_t* age, const int64_t* patches, const int64_t* reused);
 
+  // Sets the age of existing records and adds to their counters, leaving the cached values as
+  // they are (a pass that reused them). KeyError (nothing changed) for a stream without one.
+  void advance(const std::vector<std::string>& ids, const int64_t* age, const int64_t* patches,
+               const int64_t* reused);
+
   std::pair<int64_t, int64_t> counts(const std::string& id) const;  // (patches, reused); KeyError
   int64_t age(const std::string& id) const;
   bool contains(const std::string& id) const;

@@ -369,6 +369,14 @@ class ReuseStates:
                                                       (reused, "reused"))]
         self._s.put(list(stream_ids), *(_to_dlpack(a) for a in args))
 
+    def advance(self, stream_ids: Iterable[str], age: torch.Tensor, patches: torch.Tensor,
+                reused: torch.Tensor) -> None:
+        """New ages and counter increments for existing records (KeyError for a stream without
+        one); their cached values stay as they are."""
+        args = [_host(t, n).contiguous() for t, n in ((age, "age"), (patches, "patches"),
+                                                      (reused, "reused"))]
+        self._s.advance(list(stream_ids), *(_to_dlpack(a) for a in args))
+
     def counts(self, stream_id: str) -> tuple:
         """(patches seen, patches reused) of a stream; KeyError when it has no record."""
         return tuple(self._s.counts(stream_id))

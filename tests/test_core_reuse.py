@@ -36,6 +36,14 @@ def test_gather_returns_what_was_put_and_zeros_for_unknown_streams():
     assert st.counts("b") == (20, 2) and st.age("a") == 3
     _put(st, ["b"], 1)  # counters add up, the record is replaced
     assert st.counts("b") == (30, 6)
+    before = st.gather(["a"])
+    st.advance(["a"], torch.tensor([4]), torch.tensor([7]), torch.tensor([7]))  # values kept
+    after = st.gather(["a"])
+    assert after.age.tolist() == [4] and st.counts("a") == (17, 8)
+    assert all(torch.equal(x, y) for x, y in zip(before[:4], after[:4]))
+    with pytest.raises(KeyError):
+        st.advance(["a", "nope"], torch.tensor([1, 1]), torch.tensor([1, 1]), torch.tensor([1, 1]))
+    assert st.counts("a") == (17, 8)  # nothing changed
 
 
 def test_record_size_is_constant_and_bounded():

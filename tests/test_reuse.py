@@ -171,3 +171,20 @@ def test_int8_precision_is_close_to_fp32_and_cpu_only():
     from pystream.model import precision
     with pytest.raises(ValueError, match="CPU only"):
         precision.resolve("int8", "cuda")
+
+
+def test_vectors_do_not_depend_on_how_chunks_fall_into_batches():
+    """A resumed or replayed file must give the same vectors as an uninterrupted run, whatever
+    the batching: reuse gates every chunk up to the next refresh against the same reference."""
+    m = video_model("tiny")
+    chunks = list(_chunks("file", _static_video(9, 64)))  # 16 chunks, refreshes at 0 and 8
+    settings = ReuseSettings(threshold=0.05, refresh_chunks=8)
+    whole = StreamingEncoder(m, coarse_windows=0, reuse=settings).encode(chunks)
+    one_by_one = StreamingEncoder(m, coarse_windows=0, reuse=settings)
+    split = sum((one_by_one.encode([c]) for c in chunks), [])
+    ragged = StreamingEncoder(m, coarse_windows=0, reuse=settings)
+    parts = sum((ragged.encode(chunks[a:b]) for a, b in ((0, 3), (3, 10), (10, 11), (11, 16))), [])
+    assert len(whole) == len(split) == len(parts) == 14
+    for a, b, c in zip(whole, split, parts):
+        assert np.abs(a.vector - b.vector).max() < 1e-5 and np.abs(a.vector - c.vector).max() < 1e-5
+    assert one_by_one.reused_share("file") == ragged.reused_share("file") > 0.5

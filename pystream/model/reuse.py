@@ -18,18 +18,20 @@ reuse off and runs exactly the per-layer TempMe schedule.
 
 Bounded drift: a stream's positions are all recomputed every ``refresh_chunks`` chunks, and a
 token is compared with the input it was last computed from (not the previous frame), so slow
-drift adds up until it crosses the threshold.
+drift adds up until it crosses the threshold. The reference of every position is the frame of
+the stream's last full recompute: a patch that changed is recomputed in every chunk until the
+next refresh makes its new look the reference.
 
 State: one fixed-size record per stream in the C++ core (``pystream._core.ReuseStates``, beside
 the carried tokens): reference inputs, keys and values of every reused layer, and the last
 layer's outputs; 1.5 MB for ViT-B/32 with bf16 keys/values (2.8 MB in fp32), constant over time,
 bounded in total, serialised with the checkpoint.
 
-Batches: a stream's chunks in one batch (a file being indexed brings many) are gated in passes
-(``_passes``): all chunks up to the stream's next refresh are compared with its state at the
-start of the pass and run together; the state after a pass is the one its last frame saw.
-Comparing with an older reference only recomputes more, never less, and the cached values stay
-those their reference produced. A live camera (one chunk a batch) is one pass.
+Batches: the cached values change only at a full recompute, so a stream's chunks up to its next
+refresh all gate against the same state and run in one pass (``_passes``) however many of them
+a batch holds (a file being indexed brings many), and the result does not depend on how chunks
+fall into batches (a resumed or replayed file gives the same vectors). A live camera (one chunk
+a batch) is one pass.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     """One pass: h0 [F, N, C] holds the embedded frames of ``group`` (``(stream, chunks)`` in
     order, ``k`` frames a chunk), each stream gated against its state at the start. Returns the
     layer-``stop`` outputs [F, N, C] and the last layer's keys averaged over heads (the merge
-    metric), and leaves each stream's state as its last frame saw it."""
+    metric)."""
     order = [s for s, _ in group]
     n_chunks = torch.tensor([len(ix) for _, ix in group])
     sidx = torch.repeat_interleave(torch.arange(len(group)), n_chunks * k).to(h0.device)
@@ -216,15 +218,26 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     outs[fidx, pidx] = x
     keys = K.view(Fn, N, H, d).mean(2)
 
-    # The state after the batch is what each stream's last frame saw.
-    kv_dtype = state.records.dtypes[1]
-    m = dyn[lastf]  # [S, N]
-    new_ref = torch.where(m[..., None], h0[lastf].float(), ref).to(h0.dtype)
-    age = torch.where(have, rec.age + n_chunks.to(dev), n_chunks.to(dev))
+    # A stream's cached values change only when all its positions were recomputed (a new stream
+    # or a refresh: a pass of one chunk); they are what that chunk's last frame saw. Passes that
+    # reuse them only age them. So every chunk between two refreshes is gated against the same
+    # reference however the chunks fall into batches: the embeddings of a file do not depend on
+    # timing (a resumed or replayed run gives the same vectors), and a changed patch stays
+    # recomputed until the next refresh instead of becoming the new reference.
+    age = torch.where(have, rec.age + n_chunks.to(dev), n_chunks.to(dev)).cpu()
     reused = torch.zeros(S, dtype=torch.int64, device=dev).index_add_(
-        0, sidx, (~dyn[:, 1:]).sum(1))
-    patches = n_chunks.to(dev) * k * (N - 1)
-    state.records.put(order, new_ref, torch.stack(new_k, 1).to(kv_dtype),
-                      torch.stack(new_v, 1).to(kv_dtype), outs[lastf].to(h0.dtype), age,
-                      patches, reused)
+        0, sidx, (~dyn[:, 1:]).sum(1)).cpu()
+    patches = n_chunks * k * (N - 1)
+    fresh = (~have).cpu()
+    if fresh.any():
+        i = fresh.nonzero().flatten()
+        lf = lastf[i.to(dev)]
+        kv_dtype = state.records.dtypes[1]
+        state.records.put([order[j] for j in i.tolist()], h0[lf].to(h0.dtype),
+                          torch.stack(new_k, 1)[i.to(dev)].to(kv_dtype),
+                          torch.stack(new_v, 1)[i.to(dev)].to(kv_dtype), outs[lf].to(h0.dtype),
+                          age[i], patches[i], reused[i])
+    if not fresh.all():
+        i = (~fresh).nonzero().flatten()
+        state.records.advance([order[j] for j in i.tolist()], age[i], patches[i], reused[i])
     return outs, keys
