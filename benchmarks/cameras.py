@@ -1,7 +1,8 @@
 """How many live 720p cameras one box indexes in real time, per configuration, side by side.
 
     python benchmarks/cameras.py [--seconds 120] [--configs baseline,tempme,default]
-                                 [--height 720] [--start 8] [--max 64] [--skip-live]
+                                 [--height 720] [--start 8 | --start baseline=8,default=32]
+                                 [--max 64] [--skip-live] [--encoder-configs ...]
 
 1. Renders surveillance-like clips once (cached in ~/.cache/pystream-bench): a fixed camera on
    a textured scene (procedural buildings, road, foliage), objects entering, crossing, stopping
@@ -507,7 +508,10 @@ def main():
     ap.add_argument("--configs", default="baseline,tempme,default")
     ap.add_argument("--seconds", type=float, default=120.0, help="length of one live run")
     ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--start", type=int, default=8, help="first N tried")
+    ap.add_argument("--start", default="8", help="first N tried: one number, or per "
+                    "configuration, e.g. baseline=8,default=32 (others: 8)")
+    ap.add_argument("--encoder-configs", help="configurations of the encoder-only section "
+                    "(default: --configs), e.g. baseline,perframe-bf16,tempme,bf16,int8,default")
     ap.add_argument("--max", type=int, default=64)
     ap.add_argument("--streams", type=int, default=8, help="cameras in the encoder-only section")
     ap.add_argument("--frames", type=int, default=48, help="frames per camera, encoder-only")
@@ -517,12 +521,15 @@ def main():
     ap.add_argument("--skip-encoder", action="store_true")
     args = ap.parse_args()
     names = args.configs.split(",")
+    starts = ({n: int(args.start) for n in names} if "=" not in args.start else
+              {k: int(v) for k, v in (kv.split("=") for kv in args.start.split(","))})
     print(f"machine: {os.cpu_count()} cpus, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; default config: {config_overrides('default')}")
     paths = clips(args.height)
     if not args.skip_encoder:
         for m in args.fidelity_models.split(","):
-            encoder_section(names, args.streams, args.frames, args.height, m)
+            encoder_section((args.encoder_configs or args.configs).split(","), args.streams,
+                            args.frames, args.height, m)
         decode_section()
     if args.skip_live:
         return
@@ -534,7 +541,8 @@ def main():
     print(f"\nlive: {args.height}p25 H.264 over UDP, 1 fps, {args.seconds:.0f} s per run "
           "(held: p95 lag <= hop + 2 s, no drops, >= 90% of frames, queue flat)")
     for name in names:
-        held[name], _ = largest_held(name, args.seconds, model, paths, args.start, args.max)
+        held[name], _ = largest_held(name, args.seconds, model, paths, starts.get(name, 8),
+                                     args.max)
         print(f"cameras_held_{name}={held[name]}", flush=True)
     base = held.get("baseline")
     best = held.get("default", max(held.values()))
