@@ -10,9 +10,10 @@ from pystream.model.streaming import Chunk, StreamingEncoder
 from model_fixtures import video_model
 
 
-def _chunks(stream, pixels, k=4, t0=1000.0):
+def _chunks(stream, pixels, k=4, t0=1000.0, replayable=False):
     for first in range(0, pixels.shape[0] - k + 1, k):
-        yield Chunk(stream, pixels[first:first + k], [t0 + first + j for j in range(k)], first, 1.0)
+        yield Chunk(stream, pixels[first:first + k], [t0 + first + j for j in range(k)], first, 1.0,
+                    replayable=replayable)
 
 
 def _static_video(seed, n, size=64, moving=True):
@@ -130,7 +131,7 @@ def test_many_chunks_of_one_stream_in_one_batch_run_in_one_pass():
     g = torch.Generator().manual_seed(5)
     noisy = torch.randn(24, 3, 64, 64, generator=g)
     enc = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=1e-6))
-    out = enc.encode(list(_chunks("file", noisy)) + list(_chunks("cam", noisy[:12])))
+    out = enc.encode(list(_chunks("file", noisy, replayable=True)) + list(_chunks("cam", noisy[:12])))
     assert [e.stream for e in out].count("file") == 4
     with torch.no_grad():
         for e in out:
@@ -141,12 +142,12 @@ def test_many_chunks_of_one_stream_in_one_batch_run_in_one_pass():
     static = _static_video(7, 48)
     exact = StreamingEncoder(m, coarse_windows=0).encode(list(_chunks("file", static)))
     batched = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=0.05))
-    approx = batched.encode(list(_chunks("file", static)))
+    approx = batched.encode(list(_chunks("file", static, replayable=True)))
     assert len(approx) == len(exact) == 10
     assert 0.5 < batched.reused_share("file") < 0.99
     assert min(float(np.dot(a.vector, b.vector)) for a, b in zip(exact, approx)) > 0.98
     # The state after the batch is the last frame's: the next chunk continues from it.
-    more = batched.encode(list(_chunks("file", static[:4], t0=2000.0)))
+    more = batched.encode(list(_chunks("file", static[:4], t0=2000.0, replayable=True)))
     assert len(more) == 1
 
 
@@ -177,7 +178,7 @@ def test_vectors_do_not_depend_on_how_chunks_fall_into_batches():
     """A resumed or replayed file must give the same vectors as an uninterrupted run, whatever
     the batching: reuse gates every chunk up to the next refresh against the same reference."""
     m = video_model("tiny")
-    chunks = list(_chunks("file", _static_video(9, 64)))  # 16 chunks, refreshes at 0 and 8
+    chunks = list(_chunks("file", _static_video(9, 64), replayable=True))  # refreshes at 0, 8
     settings = ReuseSettings(threshold=0.05, refresh_chunks=8)
     whole = StreamingEncoder(m, coarse_windows=0, reuse=settings).encode(chunks)
     one_by_one = StreamingEncoder(m, coarse_windows=0, reuse=settings)
@@ -188,3 +189,17 @@ def test_vectors_do_not_depend_on_how_chunks_fall_into_batches():
     for a, b, c in zip(whole, split, parts):
         assert np.abs(a.vector - b.vector).max() < 1e-5 and np.abs(a.vector - c.vector).max() < 1e-5
     assert one_by_one.reused_share("file") == ragged.reused_share("file") > 0.5
+
+
+def test_live_chunks_chain_and_batched_backlog_equals_one_by_one():
+    """A live stream's chunk is gated against the state the previous chunk left (a changed
+    patch becomes the reference); a backlog of its chunks in one batch runs chunk by chunk, so
+    it gives what encoding them one at a time gives."""
+    m = video_model("tiny")
+    chunks = list(_chunks("cam", _static_video(4, 48)))
+    settings = ReuseSettings(threshold=0.05, refresh_chunks=8)
+    live = StreamingEncoder(m, coarse_windows=0, reuse=settings)
+    a = sum((live.encode([c]) for c in chunks), [])
+    b = StreamingEncoder(m, coarse_windows=0, reuse=settings).encode(chunks)
+    assert all(np.abs(x.vector - y.vector).max() < 1e-5 for x, y in zip(a, b))
+    assert live.reused_share("cam") > 0.6

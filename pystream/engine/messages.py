@@ -58,7 +58,7 @@ def chunk_item(ref: StreamRef, frames: list, dt: float) -> ChunkItem:
     """k (or fewer, for a tail) decoded Frames of one stream as a queue item."""
     rgb = [f.rgb for f in frames]
     chunk = Chunk(ref.key, np.stack(rgb), [f.t for f in frames], frames[0].index, dt,
-                  [f.index for f in frames])
+                  [f.index for f in frames], replayable=not ref.live)
     return ChunkItem(ref, chunk, rgb)
 
 

@@ -46,6 +46,11 @@ class Chunk:
     first_frame: int  # index of the first frame among this stream's sampled frames
     frame_duration: float  # seconds one sampled frame stands for (1 / sample fps)
     frame_indices: Optional[Sequence[int]] = None  # default: first_frame, first_frame + 1, ...
+    # A file's chunk: its vectors must not depend on how chunks fall into batches (a resumed or
+    # replayed file equals an uninterrupted run). Static-patch reuse then gates it against its
+    # stream's last full recompute; a live chunk against the state the previous chunk left
+    # (model/reuse.py).
+    replayable: bool = False
 
     def indices(self) -> List[int]:
         if self.frame_indices is not None:
@@ -201,7 +206,8 @@ class StreamingEncoder:
         frames = frames[idx] if isinstance(frames, torch.Tensor) else np.asarray(frames)[idx]
         times = [c.times[i] for i in idx]
         indices = [c.indices()[i] for i in idx]
-        return Chunk(c.stream, frames, times, c.first_frame, c.frame_duration, indices)
+        return Chunk(c.stream, frames, times, c.first_frame, c.frame_duration, indices,
+                     c.replayable)
 
     def _chunk_layers(self, chunks: Sequence[Chunk]) -> Tokens:
         m = self.model
@@ -216,6 +222,7 @@ class StreamingEncoder:
         if self.reuse is not None:
             c0 = self.schedule.clipme_start(len(m.layers))
             t = run_reused_layers(m, t, [c.stream for c in chunks], self.chunk_frames, self.reuse,
+                                  {c.stream for c in chunks if not c.replayable},
                                   c0, c0 * self.schedule.imgme_r)
             t = m.run_layers(t, c0, self.chunk_stop, self.schedule)
         else:
