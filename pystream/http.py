@@ -4,7 +4,8 @@
     GET /thumb/{id}            JPEG thumbnail of a clip (an id from /search)
     GET /status                the indexer's status (JSON, as `pystream status --json`)
     GET /metrics               Prometheus exposition
-    GET /healthz               200 when the indexer is running (or the status file is fresh)
+    GET /healthz               200 when the indexer is running (or the status file is fresh);
+                               503 "degraded" while the writer is stalled (e.g. a full disk)
 
 The daemon serves it with uvicorn next to the indexer; `pystream serve` serves it alone, reading
 the status file the daemon writes.
@@ -16,6 +17,7 @@ import base64
 from typing import Callable, List, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
 
 from .archive import Archive, ArchiveNotFoundError, ClipNotFoundError, ModelMismatchError, NoEncoderError
 from .metrics import CONTENT_TYPE, Metrics
@@ -77,11 +79,13 @@ def create_app(archive: Archive, get_status: Callable[[], Optional[dict]],
 
     @app.get("/healthz")
     def healthz():
-        s = get_status()
-        ok = s is not None and not s.get("stale", False) and s.get("running", True)
-        if not ok:
+        from .status import health
+
+        state, problems, warnings = health(get_status())
+        if state == "down":
             raise HTTPException(503, "indexer not running")
-        return {"ok": True}
+        body = {"ok": state == "ok", "status": state, "problems": problems, "warnings": warnings}
+        return JSONResponse(body, status_code=200 if state == "ok" else 503)
 
     return app
 
