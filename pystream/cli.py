@@ -6,7 +6,7 @@
     pystream watch -c config.yaml                 # run the configured sources (foreground)
     pystream status --state-dir pystream-data/state --json   # per source: state, lag, rows, errors
     pystream serve -c config.yaml                 # HTTP API only (search, status, metrics)
-    pystream prune -c config.yaml --dry-run       # rows the retention settings would delete
+    pystream prune -c config-longrun.yaml --dry-run   # rows past the retention settings
 
 Search loads the model recorded with the archive (the one that indexed it); --model overrides.
 The daemon entry point `pystreamd` (daemon/pystreamd.py) is `run_service` below with the system

@@ -4,8 +4,7 @@
     GET /thumb/{id}            JPEG thumbnail of a clip (an id from /search)
     GET /status                the indexer's status (JSON, as `pystream status --json`)
     GET /metrics               Prometheus exposition
-    GET /healthz               200 when the indexer is running (or the status file is fresh);
-                               503 "degraded" while the writer is stalled (e.g. a full disk)
+    GET /healthz               200 when indexing; 503 when stopped or "degraded" (writer stalled)
 
 The daemon serves it with uvicorn next to the indexer; `pystream serve` serves it alone, reading
 the status file the daemon writes.

@@ -203,6 +203,7 @@ class SourceRunner:
                     continue  # already encoded before the restart (its tokens are carried)
                 if gap is not None:
                     if not self._gap_over(ref, gap):
+                        st.add_frames(1, f.t)  # sampled, not indexed
                         gap["last"], gap["frames"] = f.t, gap["frames"] + 1
                         continue
                     self._record_gap(gap, f.t)

@@ -24,7 +24,7 @@ class SourceStats:
         self.live = False  # the source produced live segments (now or in an earlier run)
         self.uri: str | None = None
         self.frames = 0
-        self.frames_dropped = 0  # live frames not indexed because the writer was stalled
+        self.frames_dropped = 0  # of those, live frames not indexed (writer stalled)
         self.chunks = 0
         self.rows = 0
         self.errors = 0
