@@ -14,7 +14,7 @@ One process runs the real Indexer (shipped model, the default precision and reus
   optimize every 30 s; old versions kept 120 s) so what months would do happens in minutes.
 
 Every minute it prints RSS, open fds, threads, LanceDB fragments and versions, the checkpoint
-database's size, rows, reconnects and gaps. Last, the slope of each per hour (least squares
+database's size, the writer's LanceDB cache, rows, reconnects and gaps. Last, the slope of each per hour (least squares
 after ``--warmup`` minutes), the maxima, and the exactly-once check: every row the writer
 committed is in the archive unless retention deleted it (``rows_lost=``), no id or (source,
 level, start) twice (``rows_duplicated=``), and every recording still within retention has
@@ -247,7 +247,7 @@ def main():
         t.start()
     t0 = time.monotonic()
     samples = []
-    header = ("min  rss_mb  fds thr  frags vers  ckpt_kb   rows  pending  reconn gaps "
+    header = ("min  rss_mb  fds thr  frags vers  ckpt_kb cache_mb   rows  pending  reconn gaps "
               "dropped queries errors cam_cycles")
     print(f"soak: {args.cameras} cameras, a file every {args.file_every:g} s, retention "
           f"{args.retention_s:g} s, {args.minutes:g} min; work dir {root}", flush=True)
@@ -267,6 +267,7 @@ def main():
                 row = dict(t=now - t0, **p, fragments=len(ds.get_fragments()),
                            versions=len(ds.versions()),
                            ckpt_kb=ix.checkpoints.size_bytes() / 1024,
+                           cache_mb=(getattr(ix.writer.session, "size_bytes", 0) or 0) / 2**20,
                            rows=ix.writer.table.count_rows(), pending=s["writer"]["pending"],
                            reconnects=sum(src.status().get("reconnects", 0)
                                           for src in ix.sources if hasattr(src, "url")),
@@ -275,7 +276,8 @@ def main():
                 samples.append(row)
                 print(f"{row['t'] / 60:3.0f} {row['rss_mb']:7.1f} {row['fds']:4d} "
                       f"{row['threads']:3d} {row['fragments']:6d} {row['versions']:4d} "
-                      f"{row['ckpt_kb']:8.1f} {row['rows']:6d} {row['pending']:8d} "
+                      f"{row['ckpt_kb']:8.1f} {row['cache_mb']:8.1f} {row['rows']:6d} "
+                      f"{row['pending']:8d} "
                       f"{row['reconnects']:7d} {row['gaps']:4d} {row['dropped']:7d} "
                       f"{reader_stats['queries']:7d} {len(reader_errors):6d} "
                       f"{sum(c.cycles for c in cams):6d}", flush=True)
@@ -314,7 +316,7 @@ def main():
     print()
     use = [r for r in samples if r["t"] >= args.warmup * 60] or samples
     ts = [r["t"] for r in use]
-    for key in ("rss_mb", "fds", "threads", "fragments", "versions", "ckpt_kb"):
+    for key in ("rss_mb", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb"):
         print(f"{key}_per_hour={slope_per_hour(ts, [r[key] for r in use]):.2f}  "
               f"({key} min {min(r[key] for r in use):.1f}, max {max(r[key] for r in use):.1f}, "
               f"last {use[-1][key]:.1f})")

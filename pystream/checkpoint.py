@@ -44,7 +44,8 @@ class CheckpointStore:
     """Checkpoints under directory `dir` (file `checkpoints.sqlite`). Thread-safe."""
 
     FILENAME = "checkpoints.sqlite"
-    JOURNAL_LIMIT = 4 << 20  # bytes of WAL kept after a checkpoint
+    JOURNAL_LIMIT = 1 << 20  # bytes of WAL kept after a checkpoint
+    WAL_PAGES = 256  # checkpoint the WAL into the database every this many pages (1 MB)
 
     def __init__(self, dir: str | os.PathLike):
         os.makedirs(dir, exist_ok=True)
@@ -57,6 +58,7 @@ class CheckpointStore:
         # FULL: fsync the WAL at every commit, so a committed put survives power loss too.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA journal_size_limit={self.JOURNAL_LIMIT}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={self.WAL_PAGES}")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

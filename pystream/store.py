@@ -226,6 +226,32 @@ def list_table_names(db) -> list[str]:
     return list(db.table_names(limit=1_000_000))
 
 
+# LanceDB caches the metadata of every version it opens, and index pages, in its session; the
+# defaults (GiBs) let a writer that commits every second grow by ~180 MB an hour for hours
+# (benchmarks/soak.py; each commit is a version). Bounded sessions keep a long run flat.
+WRITER_CACHE_MB = {"index": 128, "metadata": 32}
+READER_CACHE_MB = {"index": 512, "metadata": 64}
+
+
+def bounded_session(index_mb: float, metadata_mb: float):
+    """A LanceDB session whose index and metadata caches are capped (None where the installed
+    LanceDB has no sessions: its defaults apply)."""
+    make = getattr(lancedb, "Session", None)
+    if make is None:
+        return None
+    return make(index_cache_size_bytes=int(index_mb * 2**20),
+                metadata_cache_size_bytes=int(metadata_mb * 2**20))
+
+
+def connect(uri: str, cache_mb: dict | None = None, **kwargs):
+    """lancedb.connect with a bounded session (see WRITER_CACHE_MB)."""
+    cache = cache_mb or WRITER_CACHE_MB
+    session = bounded_session(cache["index"], cache["metadata"])
+    if session is not None:
+        kwargs["session"] = session
+    return lancedb.connect(uri, **kwargs)
+
+
 class WriterError(RuntimeError):
     """A commit (or the on_commit hook) failed in the writer thread."""
 
@@ -300,7 +326,8 @@ class ClipWriter:
         # Set while wait_for_room() blocks: live sources record a gap instead of waiting.
         self.backpressure = threading.Event()
 
-        self._db = lancedb.connect(self.db_uri)
+        self._db = connect(self.db_uri)
+        self.session = getattr(self._db, "session", None)
         self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
 
         self._cond = threading.Condition()
