@@ -243,10 +243,10 @@ def bounded_session(index_mb: float, metadata_mb: float):
                 metadata_cache_size_bytes=int(metadata_mb * 2**20))
 
 
-def connect(uri: str, cache_mb: dict | None = None, **kwargs):
-    """lancedb.connect with a bounded session (see WRITER_CACHE_MB)."""
+def connect(uri: str, cache_mb: dict | None = None, session=None, **kwargs):
+    """lancedb.connect with a bounded session (see WRITER_CACHE_MB), or ``session``."""
     cache = cache_mb or WRITER_CACHE_MB
-    session = bounded_session(cache["index"], cache["metadata"])
+    session = session or bounded_session(cache["index"], cache["metadata"])
     if session is not None:
         kwargs["session"] = session
     return lancedb.connect(uri, **kwargs)
@@ -326,8 +326,9 @@ class ClipWriter:
         # Set while wait_for_room() blocks: live sources record a gap instead of waiting.
         self.backpressure = threading.Event()
 
-        self._db = connect(self.db_uri)
-        self.session = getattr(self._db, "session", None)
+        # Its size_bytes is the cache's size (the soak prints it).
+        self.session = bounded_session(WRITER_CACHE_MB["index"], WRITER_CACHE_MB["metadata"])
+        self._db = connect(self.db_uri, session=self.session)
         self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
 
         self._cond = threading.Condition()

@@ -254,8 +254,10 @@ class SourceRunner:
         """Queue a live chunk; False (dropped) when the writer cannot take rows and the queue is
         full, rather than waiting while frames pile up."""
         while not self.chunks.offer(item, 0.25):
-            if self.backpressure.is_set() or self.stop_event.is_set() \
-                    or self.chunks.consumer_done.is_set():
+            if self.stop_event.is_set() or self.chunks.consumer_done.is_set():
+                self.chunks.put(item)  # stopping: as before, no gap (the encoder drains)
+                return True
+            if self.backpressure.is_set():
                 return False
         return True
 
