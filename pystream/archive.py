@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import lancedb
 import numpy as np
 
-from .store import VECTOR_INDEX_NAME, list_table_names, recorded_model
+from .store import READER_CACHE_MB, VECTOR_INDEX_NAME, connect, list_table_names, recorded_model
 
 # Columns returned with each hit: everything except the vector (large and rarely wanted).
 HIT_COLUMNS = ["id", "source", "uri", "level", "start", "end", "model", "thumbnail"]
@@ -258,8 +258,8 @@ class Archive:
             if is_local and not os.path.isdir(self.uri):
                 raise ArchiveNotFoundError(f"no pystream archive at {self.uri!r} (directory missing)")
             if self._db is None:
-                self._db = lancedb.connect(self.uri,
-                                           read_consistency_interval=self.read_consistency_interval)
+                self._db = connect(self.uri, READER_CACHE_MB,  # bounded caches (store.py)
+                                   read_consistency_interval=self.read_consistency_interval)
             if self.table_name not in list_table_names(self._db):
                 raise ArchiveNotFoundError(
                     f"no table {self.table_name!r} in the pystream archive at {self.uri!r}; "

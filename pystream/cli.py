@@ -1,11 +1,12 @@
-"""Command line: `pystream watch | index | search | thumbnail | status | triggers | serve` (also
-`python -m pystream`).
+"""Command line: `pystream watch | index | search | thumbnail | status | triggers | serve |
+prune` (also `python -m pystream`).
 
     pystream index videos --archive pystream-data/archive      # files / folders, once, resumable
     pystream search "a red circle" --archive pystream-data/archive -k 3 --json
     pystream watch -c config.yaml                 # run the configured sources (foreground)
     pystream status --state-dir pystream-data/state --json   # per source: state, lag, rows, errors
     pystream serve -c config.yaml                 # HTTP only: the web page and the API
+    pystream prune -c config-longrun.yaml --dry-run   # rows past the retention settings
 
 Search loads the model recorded with the archive (the one that indexed it); --model overrides.
 The daemon entry point `pystreamd` (daemon/pystreamd.py) is `run_service` below with the system
@@ -333,7 +334,7 @@ def _time_arg(v):
 # ----------------------------------------------------------------------------- status
 
 def cmd_status(args) -> int:
-    from .status import fmt_time, read_status, source_rows
+    from .status import fmt_duration, fmt_time, read_status, source_rows
 
     state_dir = args.state_dir or _config(args.config).state_dir
     s = read_status(state_dir)
@@ -347,8 +348,19 @@ def cmd_status(args) -> int:
     print(f"pystream pid {s.get('pid')} {running}, updated {fmt_time(s.get('updated'))}, "
           f"archive {s.get('archive')}, model {s.get('model')}")
     w = s.get("writer") or {}
-    print(f"writer: {w.get('rows_written', 0)} rows in {w.get('commits', 0)} commits, "
-          f"{w.get('pending', 0)} pending")
+    pending = f"{w.get('pending', 0)} pending"
+    if w.get("max_pending"):
+        pending += f" (max {w['max_pending']}{', sources held back' if w.get('backpressure') else ''})"
+    print(f"writer: {w.get('state', 'ok')}, {w.get('rows_written', 0)} rows in "
+          f"{w.get('commits', 0)} commits, {pending}, {w.get('errors', 0)} errors")
+    if w.get("state") == "stalled":
+        since = w.get("since")
+        print(f"  STALLED since {fmt_time(since)}"
+              f"{f' ({fmt_duration(time.time() - since)})' if since else ''}: {w.get('error')}")
+    for what, d in (s.get("disk") or {}).items():
+        if d.get("low"):
+            print(f"  warning: low disk space: {what} ({d.get('path')}) has "
+                  f"{d.get('free_bytes', 0) / 2**20:.0f} MB free")
     e = s.get("encoder") or {}
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in (e.get("stage_s") or {}).items())
     print(f"encoder: {e.get('precision', '-')}, reuse threshold {e.get('reuse_threshold', 0)}, "
@@ -357,8 +369,8 @@ def cmd_status(args) -> int:
     if not rows:
         print("no sources")
     else:
-        cols = ["source", "state", "lag", "fps", "reused", "frames", "rows", "files", "errors",
-                "last_error"]
+        cols = ["source", "state", "lag", "fps", "reused", "frames", "dropped", "rows", "files",
+                "errors", "last_error"]
         widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
         print("  ".join(c.upper().ljust(widths[c]) for c in cols))
         for r in rows:
@@ -457,6 +469,45 @@ def cmd_serve(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- prune
+
+def cmd_prune(args) -> int:
+    """Apply the configured retention now (the daemon does it every retention.interval_s), or
+    with --dry-run show what it would delete."""
+    from . import retention
+    from .archive import ArchiveNotFoundError
+    from .status import fmt_time
+
+    cfg = _config(args.config, archive=args.archive)
+    setup_logging("WARNING", "text")
+    policy = retention.RetentionPolicy.from_config(cfg)
+    if not policy.active:
+        raise CliError("no retention configured: set retention.max_age / retention.max_size "
+                       "(or a source's retention.max_age) in the configuration")
+    try:
+        table = _open_archive(cfg).table
+    except ArchiveNotFoundError as e:
+        raise CliError(str(e)) from None
+    now = time.time()
+    plan = retention.plan(table, policy, now)
+    verb = "would delete" if args.dry_run else "deleting"
+    print(f"{cfg.archive}: {table.count_rows()} rows; {verb} {plan['rows']}")
+    for name, p in sorted(plan["sources"].items()):
+        print(f"  {name:<20} {p['rows']:>8} rows  {fmt_time(p['oldest'])} .. {fmt_time(p['newest'])}")
+    if args.dry_run or not plan["rows"]:
+        return 0
+    try:
+        deleted = retention.apply(table, policy, now)
+        from datetime import timedelta
+
+        table.optimize(cleanup_older_than=timedelta(seconds=cfg.writer.keep_versions_s))
+    except Exception as e:  # e.g. a commit conflict with the running daemon: retry later
+        raise CliError(f"prune failed: {type(e).__name__}: {e}", EXIT_TRANSIENT) from None
+    print(f"deleted {deleted} rows; space comes back once versions older than "
+          f"{cfg.writer.keep_versions_s:g} s are cleaned up")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,6 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", help="model for text queries (default: the one that indexed "
                     "the archive)")
     sv.set_defaults(fn=cmd_serve)
+
+    pr = sub.add_parser("prune", help="delete rows past the configured retention "
+                        "(--dry-run: only show them)")
+    common(pr)
+    pr.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    pr.set_defaults(fn=cmd_prune)
     return p
 
 

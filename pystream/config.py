@@ -89,11 +89,43 @@ class _Strict(BaseModel):
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"  # no '|': it separates the fields of row ids
 
 
+def _duration(value):
+    if value is None:
+        return None
+    from .retention import parse_duration
+
+    return parse_duration(value)
+
+
+def _size(value):
+    if value is None:
+        return None
+    from .retention import parse_size
+
+    return parse_size(value)
+
+
+# A duration: seconds, or a number with a unit s/m/h/d/w ("30d", "36h"); a size: bytes, or a
+# number with KB/MB/GB/TB ("500GB"). Stored as seconds / bytes.
+Duration = Annotated[Optional[float], BeforeValidator(_duration)]
+Size = Annotated[Optional[int], BeforeValidator(_size)]
+
+
+class SourceRetentionConfig(_Strict):
+    """A source's own age limit (overrides the top-level retention.max_age for its rows)."""
+    max_age: Duration = None
+
+    @property
+    def max_age_s(self) -> Optional[float]:
+        return self.max_age
+
+
 class _SourceBase(_Strict):
     name: str = Field(pattern=_NAME_PATTERN, max_length=128)
     fps: Optional[float] = Field(default=None, gt=0, le=60,
                                  description="sample rate; default: the top-level sample_fps")
     enabled: bool = True
+    retention: Optional[SourceRetentionConfig] = None
 
 
 class FolderSourceConfig(_SourceBase):
@@ -240,6 +272,32 @@ class WriterConfig(_Strict):
     flush_interval_s: float = Field(default=0.5, gt=0)
     optimize_interval_s: float = Field(default=60.0, gt=0)
     index_min_rows: int = Field(default=4096, ge=256)
+    # Rows waiting for a commit before the encoder (then the sources) is held back; 0 = no bound.
+    max_pending_rows: int = Field(default=4096, ge=0)
+    retry_max_s: float = Field(default=30.0, gt=0)  # a failing commit's retry backoff cap
+    keep_versions_s: float = Field(default=3600.0, ge=0)  # old LanceDB versions kept for readers
+
+
+class RetentionConfig(_Strict):
+    """How long rows stay (pystream.retention): max_age for every source without its own
+    (sources[].retention.max_age), max_size for the whole table; null = no limit."""
+    max_age: Duration = None
+    max_size: Size = None
+    interval_s: float = Field(default=600.0, gt=0)  # how often the writer applies it
+
+    @property
+    def max_age_s(self) -> Optional[float]:
+        return self.max_age
+
+    @property
+    def max_size_bytes(self) -> Optional[int]:
+        return self.max_size
+
+
+class DiskConfig(_Strict):
+    # Warn (log, status, /healthz, /metrics) when the archive's or state_dir's filesystem has
+    # less free space than this.
+    warn_free_mb: float = Field(default=1024.0, ge=0)
 
 
 class HttpConfig(_Strict):
@@ -284,6 +342,8 @@ class Config(_Strict):
     coarse_windows: int = Field(default=15, ge=0)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    disk: DiskConfig = Field(default_factory=DiskConfig)
     sources: List[SourceConfig] = Field(default_factory=list)
     http: HttpConfig = Field(default_factory=HttpConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -27,6 +27,7 @@ class _StatusCollector:
             "rows": CounterMetricFamily("pystream_rows", "Clip rows committed to the archive", labels=["source"]),
             "errors": CounterMetricFamily("pystream_errors", "Errors (bad files, decode, encode)", labels=["source"]),
             "files_done": CounterMetricFamily("pystream_files_indexed", "Files fully indexed", labels=["source"]),
+            "frames_dropped": CounterMetricFamily("pystream_frames_dropped", "Live frames not indexed while the writer was stalled", labels=["source"]),
             "lag_s": GaugeMetricFamily("pystream_lag_seconds", "Now minus the end of the last indexed window (live sources)", labels=["source"]),
             "fps": GaugeMetricFamily("pystream_fps", "Sampled frames per second", labels=["source"]),
             "reused": GaugeMetricFamily("pystream_reused_patch_share", "Share of patches that reused cached state (static-patch reuse)", labels=["source"]),
@@ -44,6 +45,20 @@ class _StatusCollector:
         g = GaugeMetricFamily("pystream_writer_pending_rows", "Rows waiting for the writer")
         g.add_metric([], float(w.get("pending", 0)))
         yield g
+        # Health (issue 12): a stalled writer (full disk, failing checkpoint) at once.
+        g = GaugeMetricFamily("pystream_writer_stalled", "1 while commits or checkpoints fail (rows are queued and retried)")
+        g.add_metric([], 1.0 if w.get("state") == "stalled" else 0.0)
+        yield g
+        c = CounterMetricFamily("pystream_writer_errors", "Failed commit or checkpoint attempts")
+        c.add_metric([], float(w.get("errors", 0)))
+        yield c
+        c = CounterMetricFamily("pystream_retention_deleted_rows", "Rows deleted by retention")
+        c.add_metric([], float(w.get("retention_deleted", 0)))
+        yield c
+        d = GaugeMetricFamily("pystream_disk_free_bytes", "Free bytes on the filesystem", labels=["path"])
+        for what, v in (s.get("disk") or {}).items():
+            d.add_metric([what], float(v.get("free_bytes", 0)))
+        yield d
         e = s.get("encoder") or {}
         q = GaugeMetricFamily("pystream_encoder_queued_chunks", "Chunks waiting for the encoder")
         q.add_metric([], float(e.get("queued_chunks", 0)))

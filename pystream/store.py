@@ -11,6 +11,16 @@ Why this shape (see design.md, "Known pitfalls: LanceDB"):
 - IVF_PQ needs >= 256 rows to train and unindexed rows are brute-forced, so the vector index is
   created once enough rows exist, kept current by `optimize()` (which indexes new fragments) and
   rebuilt when the table has grown enough that the partition count is stale.
+
+Running for months (issue 12): a commit that fails (a full disk, a vanished share) leaves the
+writer "stalled": its rows stay queued and are retried with a doubling backoff, the state,
+error and time are in ``stats()`` at once, and the log gets one line when it starts, one a
+minute while it lasts and one when it recovers. Pending rows are bounded
+(``max_pending_rows``): ``wait_for_room`` blocks the encoder when they are reached, which in
+turn fills the chunk queue and holds the sources back (``backpressure`` is set meanwhile). A
+failing ``on_commit`` hook (the checkpoint database on a full disk) stalls the writer the same
+way when ``on_retry`` is given: no further commit until ``on_retry()`` succeeds. Retention
+(``pystream.retention``) runs in ``maintain``: delete, then ``optimize`` and cleanup.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import io
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -215,8 +226,45 @@ def list_table_names(db) -> list[str]:
     return list(db.table_names(limit=1_000_000))
 
 
+# LanceDB caches the metadata of every version it opens, and index pages, in its session; the
+# defaults (GiBs) let a writer that commits every second grow by ~180 MB an hour for hours
+# (benchmarks/soak.py; each commit is a version). Bounded sessions keep a long run flat.
+WRITER_CACHE_MB = {"index": 128, "metadata": 32}
+READER_CACHE_MB = {"index": 512, "metadata": 64}
+
+
+def bounded_session(index_mb: float, metadata_mb: float):
+    """A LanceDB session whose index and metadata caches are capped (None where the installed
+    LanceDB has no sessions: its defaults apply)."""
+    make = getattr(lancedb, "Session", None)
+    if make is None:
+        return None
+    return make(index_cache_size_bytes=int(index_mb * 2**20),
+                metadata_cache_size_bytes=int(metadata_mb * 2**20))
+
+
+def connect(uri: str, cache_mb: dict | None = None, session=None, **kwargs):
+    """lancedb.connect with a bounded session (see WRITER_CACHE_MB), or ``session``."""
+    cache = cache_mb or WRITER_CACHE_MB
+    session = session or bounded_session(cache["index"], cache["metadata"])
+    if session is not None:
+        kwargs["session"] = session
+    return lancedb.connect(uri, **kwargs)
+
+
 class WriterError(RuntimeError):
     """A commit (or the on_commit hook) failed in the writer thread."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for status and logs: LanceDB's IO errors carry the Rust source path of the
+    failing call after the message; keep the message."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r",\s*/\S+\.rs:\d+:\d+\s*$", "", text)
+    text = text.removeprefix("lance error: ")
+    if isinstance(error, OSError) and error.strerror and not text:
+        text = error.strerror
+    return f"{type(error).__name__}: {text}"
 
 
 class ClipWriter:
@@ -225,7 +273,12 @@ class ClipWriter:
     write() only validates and enqueues. The thread commits when `batch_rows` rows are pending,
     when the oldest pending row is `flush_interval_s` old, or when flush()/close() asks. A failed
     commit keeps its rows queued (the upsert is idempotent, so retrying is safe), is logged, and
-    is raised from the next flush()/close().
+    is raised from the next flush()/close() (close() succeeds if the retries got everything in).
+
+    ``max_pending_rows``: ``wait_for_room`` blocks while this many rows wait (0: no bound);
+    ``cancel`` (an Event) lifts the bound, for a daemon that is stopping. ``retention``: a
+    ``pystream.retention.RetentionPolicy`` applied in ``maintain``; ``clock`` gives the wall
+    time (rows' ``created``, retention's now: tests pass a fake one).
     """
 
     def __init__(
@@ -243,6 +296,12 @@ class ClipWriter:
         keep_versions_s: float = 3600.0,
         on_commit: Callable[[list[ClipRow]], None] | None = None,
         retry_backoff_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        max_pending_rows: int = 0,
+        cancel: threading.Event | None = None,
+        on_retry: Callable[[], None] | None = None,
+        retention=None,
+        clock: Callable[[], float] = time.time,
     ):
         if index_min_rows < 256:
             raise ValueError("index_min_rows must be >= 256: IVF_PQ cannot train on fewer rows")
@@ -258,8 +317,18 @@ class ClipWriter:
         self.keep_versions_s = float(keep_versions_s)
         self.on_commit = on_commit
         self.retry_backoff_s = float(retry_backoff_s)
+        self.retry_max_s = max(float(retry_max_s), self.retry_backoff_s)
+        self.max_pending_rows = int(max_pending_rows)
+        self.cancel = cancel
+        self.on_retry = on_retry
+        self.retention = retention
+        self.clock = clock
+        # Set while wait_for_room() blocks: live sources record a gap instead of waiting.
+        self.backpressure = threading.Event()
 
-        self._db = lancedb.connect(self.db_uri)
+        # Its size_bytes is the cache's size (the soak prints it).
+        self.session = bounded_session(WRITER_CACHE_MB["index"], WRITER_CACHE_MB["metadata"])
+        self._db = connect(self.db_uri, session=self.session)
         self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
 
         self._cond = threading.Condition()
@@ -278,6 +347,20 @@ class ClipWriter:
         self.rows_written = 0
         self.commits = 0
         self.last_commit_time: float | None = None
+        # Health: a stall is a streak of failed attempts (commit or on_commit hook).
+        self.errors = 0  # failed attempts, ever
+        self._stalled_since: float | None = None  # wall time of the streak's first failure
+        self._stall_error: str | None = None
+        self._stall_attempts = 0
+        self._stall_logged = 0.0
+        self._hook_failed = False  # on_commit failed: on_retry() must succeed before more commits
+        self._blocked_since: float | None = None  # wait_for_room() is blocking since (monotonic)
+        self.backpressure_s = 0.0  # total seconds the encoder waited for room
+        self.maintenance_errors = 0
+        self.last_maintenance_error: str | None = None
+        self.retention_deleted = 0  # rows deleted by retention, ever (this process)
+        self.last_retention: dict | None = None
+        self._last_retention = -math.inf  # monotonic
 
         self._thread = threading.Thread(target=self._run, name="pystream-clip-writer", daemon=True)
         self._thread.start()
@@ -293,8 +376,41 @@ class ClipWriter:
         with self._cond:
             return self._enqueued - self._done
 
+    def wait_for_room(self, n: int, timeout: float | None = None) -> bool:
+        """Block while ``max_pending_rows`` would be exceeded by ``n`` more rows (a batch larger
+        than the bound still goes in once nothing else waits). False on timeout; returns at once
+        when ``cancel`` is set or the writer is closing."""
+        if self.max_pending_rows <= 0:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            def full():
+                pending = self._enqueued - self._done
+                return pending > 0 and pending + n > self.max_pending_rows
+            if not full():
+                return True
+            t0 = time.monotonic()
+            self._blocked_since = t0
+            self.backpressure.set()
+            try:
+                while full() and not self._closing and not (self.cancel and self.cancel.is_set()):
+                    if not self._thread.is_alive():
+                        raise WriterError("writer thread is not running")
+                    wait = 0.25
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            return False
+                    self._cond.wait(wait)
+                return True
+            finally:
+                self.backpressure.clear()
+                self._blocked_since = None
+                self.backpressure_s += time.monotonic() - t0
+
     def write(self, rows: Iterable[ClipRow]) -> None:
-        """Validate and enqueue rows; returns at once. Bad rows raise ValueError here."""
+        """Validate and enqueue rows; returns at once (see ``wait_for_room`` for the bound).
+        Bad rows raise ValueError here."""
         rows = list(rows)
         for row in rows:
             row.vector = check_vector(row.vector, self.dim, f"vector of clip {row.row_id()!r}")
@@ -332,9 +448,21 @@ class ClipWriter:
             self._raise_pending_error()
 
     def close(self, optimize: bool = True, timeout: float | None = None) -> None:
-        """Commit everything queued, optionally compact + index once more, stop the thread."""
+        """Commit everything queued, optionally compact + index once more, stop the thread.
+        A failure the retries got over is not raised; one still failing at ``timeout`` is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self.flush(timeout)
+            while True:
+                try:
+                    self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    break
+                except WriterError:
+                    with self._cond:
+                        if self._done >= self._enqueued and not self._hook_failed:
+                            break  # recovered: everything is in
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
         finally:
             with self._cond:
                 self._closing = True
@@ -351,16 +479,37 @@ class ClipWriter:
 
     def stats(self) -> dict:
         with self._cond:
+            now = time.monotonic()
             return {
+                "state": "stalled" if self._stalled_since is not None else "ok",
+                "error": self._stall_error,
+                "since": self._stalled_since,
+                "attempts": self._stall_attempts,  # failed attempts in this stall
+                "errors": self.errors,  # failed attempts, ever
                 "rows_written": self.rows_written,
                 "commits": self.commits,
                 "last_commit_time": self.last_commit_time,
                 "pending": self._enqueued - self._done,
+                "max_pending": self.max_pending_rows,
+                "backpressure": self._blocked_since is not None,
+                "backpressure_s": round(self.backpressure_s + (
+                    now - self._blocked_since if self._blocked_since is not None else 0.0), 3),
+                "maintenance_errors": self.maintenance_errors,
+                "last_maintenance_error": self.last_maintenance_error,
+                "retention_deleted": self.retention_deleted,
+                "last_retention": self.last_retention,
             }
 
+    @property
+    def stalled(self) -> bool:
+        with self._cond:
+            return self._stalled_since is not None
+
     def maintain(self, force: bool = False) -> None:
-        """Compact, refresh and create indexes. Runs on the writer thread every optimize_every_s."""
+        """Retention (when due), compact, refresh and create indexes. Runs on the writer thread
+        every optimize_every_s."""
         table = self._table
+        self.apply_retention(force=force)
         num_rows = table.count_rows()
         indexes = {index.name: index for index in table.list_indices()}
         if VECTOR_INDEX_NAME not in indexes:
@@ -374,11 +523,32 @@ class ClipWriter:
             for column, index_type in SCALAR_INDEXES.items():
                 if f"{column}_idx" not in indexes:
                     table.create_index(column, config=index_type(), name=f"{column}_idx")
-        # optimize(): compacts small fragments and adds new rows to existing indexes. Old
-        # versions are removed after keep_versions_s so a long-running daemon does not keep a
-        # manifest per commit forever (readers only need recent versions).
+        # optimize(): compacts small fragments (rewriting those with many deleted rows) and adds
+        # new rows to existing indexes. Old versions are removed after keep_versions_s so a
+        # long-running daemon does not keep a manifest per commit forever (readers only need
+        # recent versions), and the space of deleted rows comes back.
         table.optimize(cleanup_older_than=timedelta(seconds=self.keep_versions_s))
         self._last_optimize = time.monotonic()
+
+    def apply_retention(self, force: bool = False) -> int:
+        """Delete the rows past ``retention`` (every ``retention.interval_s``, or now with
+        ``force``); returns how many went. The next ``optimize`` reclaims their space."""
+        policy = self.retention
+        if policy is None or not policy.active:
+            return 0
+        if not force and time.monotonic() - self._last_retention < policy.interval_s:
+            return 0
+        from . import retention
+
+        self._last_retention = time.monotonic()
+        t0, now = time.monotonic(), self.clock()
+        deleted = retention.apply(self._table, policy, now)
+        self.retention_deleted += deleted
+        self.last_retention = {"time": now, "deleted": deleted,
+                               "seconds": round(time.monotonic() - t0, 3)}
+        if deleted:
+            log.info("retention: %d rows deleted", deleted)
+        return deleted
 
     # ---------------------------------------------------------------- writer thread
 
@@ -425,7 +595,7 @@ class ClipWriter:
                     return []  # idle: time for maintenance
 
     def _commit(self, batch: list[ClipRow]) -> None:
-        now = time.time()
+        now = self.clock()
         data = pa.table(
             {
                 "id": [row.row_id() for row in batch],
@@ -455,6 +625,19 @@ class ClipWriter:
 
     def _run(self) -> None:
         while True:
+            if self._hook_failed and self.on_retry is not None:
+                # The rows are in LanceDB but their checkpoint is not: nothing more is committed
+                # until it is (a full state disk pauses indexing like a full archive disk).
+                try:
+                    self.on_retry()
+                except Exception as error:
+                    if self._failed(error, "checkpoint"):
+                        return
+                    continue
+                with self._cond:
+                    self._hook_failed = False
+                    self._recovered()
+                    self._cond.notify_all()
             batch = self._take_batch()
             if batch is None:
                 return
@@ -462,14 +645,8 @@ class ClipWriter:
                 try:
                     self._commit(batch)
                 except Exception as error:  # keep rows queued, retry after a pause
-                    log.exception("clip writer: commit of %d rows failed", len(batch))
-                    with self._cond:
-                        self._error = error
-                        self._cond.notify_all()
-                        closing = self._closing
-                    if closing:
+                    if self._failed(error, "commit"):
                         return  # close() reports the error; rows are not committed
-                    time.sleep(self.retry_backoff_s)
                     continue
                 # The hook runs before the rows count as done, so that flush() returning means
                 # the hook (e.g. the checkpoint advance) has run for every flushed row.
@@ -478,7 +655,6 @@ class ClipWriter:
                     try:
                         self.on_commit(batch)
                     except Exception as error:
-                        log.exception("clip writer: on_commit hook failed")
                         hook_error = error
                 with self._cond:
                     del self._pending[: len(batch)]
@@ -487,15 +663,72 @@ class ClipWriter:
                     self.commits += 1
                     self.last_commit_time = time.time()
                     self._oldest_pending_time = time.monotonic() if self._pending else None
-                    if hook_error is not None:
-                        self._error = hook_error
+                    if hook_error is None and not self._hook_failed:
+                        self._recovered()
                     self._cond.notify_all()
+                if hook_error is not None:
+                    if self.on_retry is not None:
+                        self._hook_failed = True
+                    if self._failed(hook_error, "checkpoint", backoff=self.on_retry is not None):
+                        return
+                    continue
             if time.monotonic() - self._last_optimize >= self.optimize_every_s:
                 try:
                     self.maintain()
                 except Exception as error:
-                    log.exception("clip writer: optimize/index maintenance failed")
+                    desc = describe_error(error)
+                    log.error("clip writer: maintenance (retention/optimize/index) failed: %s",
+                              desc, exc_info=log.isEnabledFor(logging.DEBUG))
                     with self._cond:
-                        self._error = error
-                        self._cond.notify_all()
+                        self.maintenance_errors += 1
+                        self.last_maintenance_error = desc
                     self._last_optimize = time.monotonic()  # do not spin on a failing optimize
+
+    # ---------------------------------------------------------------- health
+
+    def _failed(self, error: BaseException, what: str, backoff: bool = True) -> bool:
+        """Record a failed attempt (stall state, one log line per minute), wait the backoff.
+        Returns True when the writer is closing (stop retrying)."""
+        desc = describe_error(error)
+        if what == "checkpoint":
+            desc = f"checkpoint: {desc}"
+        now = time.time()
+        with self._cond:
+            self._error = error
+            self.errors += 1
+            first = self._stalled_since is None
+            if first:
+                self._stalled_since = now
+                self._stall_attempts = 0
+            self._stall_error = desc
+            self._stall_attempts += 1
+            attempts = self._stall_attempts
+            self._cond.notify_all()
+            closing = self._closing
+        if first:
+            log.error("clip writer stalled: %s%s (rows stay queued and are retried)",
+                      "commit failed: " if what == "commit" else "", desc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self._stall_logged = now
+        elif now - self._stall_logged >= 60.0:
+            log.error("clip writer still stalled after %.0f s (%d attempts): %s",
+                      now - self._stalled_since, attempts, desc)
+            self._stall_logged = now
+        if closing:
+            return True
+        if backoff:
+            delay = min(self.retry_max_s,
+                        self.retry_backoff_s * 2 ** min(attempts - 1, 20))
+            with self._cond:
+                self._cond.wait_for(lambda: self._closing, delay)
+        return False
+
+    def _recovered(self) -> None:
+        # Called with the lock held, after a successful commit or checkpoint retry.
+        if self._stalled_since is not None and not self._hook_failed:
+            log.warning("clip writer recovered after %.1f s (%d failed attempts); last error: %s",
+                        time.time() - self._stalled_since, self._stall_attempts,
+                        self._stall_error)
+            self._stalled_since = None
+            self._stall_error = None
+            self._stall_attempts = 0

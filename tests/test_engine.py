@@ -308,3 +308,145 @@ def test_indexer_restarts_a_crashed_source_and_indexes_everything_once(tmp_path)
     for v in videos:
         n = sum(1 for _ in decode_frames(v, 1.0, 64))
         assert sum(r["uri"] == v for r in rows) == sum(expected_windows(n, coarse=2))
+
+
+# ----------------------------------------------------------------------------- store faults
+
+class LiveSource:
+    """A live camera: one segment of `n` frames, one per 0.01 s of its own clock."""
+
+    def __init__(self, n):
+        self.name, self.n, self.read = "cam", n, 0
+
+    def segments(self, stop):
+        def frames():
+            for i in range(self.n):
+                self.read += 1
+                yield Frame(i, float(i), 1000.0 + i, np.zeros((8, 8, 3), np.uint8))
+                time.sleep(0.002)
+        yield Segment(self.name, "udp://cam", "cam", True, 1000.0, frames())
+
+
+def test_live_source_records_a_gap_while_the_writer_is_stalled():
+    """Backpressure set and the queue full: the live runner ends its stream, keeps reading
+    (and discarding) frames, and once the writer takes rows again starts a new stream and
+    records the gap; nothing waits on the camera meanwhile."""
+    src, stop, bp = LiveSource(400), threading.Event(), threading.Event()
+    q = ChunkQueue(4, threading.Event())
+    st = SourceStats("cam", "stream")
+    r = SourceRunner(src, q, st, k=4, fps=1.0, stop_event=stop, is_file_done=lambda *a: False,
+                     resume={}, backpressure=bp)
+    bp.set()  # the writer is stalled at its bound
+    r.start()
+    deadline = time.monotonic() + 10
+    while src.read < 150 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert src.read >= 150, "the runner stopped reading the camera"
+    got = _drain(q)  # the encoder catches up ...
+    assert [type(i) for i in got] == [ChunkItem] * 4  # the queue filled, then chunks dropped
+    bp.clear()  # ... and the writer takes rows again
+    deadline = time.monotonic() + 20
+    while (r.thread.is_alive() or not q.empty()) and time.monotonic() < deadline:
+        got += _drain(q)
+        time.sleep(0.01)
+    assert not r.thread.is_alive()
+    kinds = [type(i).__name__ for i in got]
+    # the interrupted stream ends (its windows close before the gap), a new one starts after
+    first_end = kinds.index("EndItem")
+    assert kinds[:first_end] == ["ChunkItem"] * 4 and got[first_end].tail is None
+    assert got[first_end].finish and not got[first_end].mark_done
+    assert kinds[first_end + 1:-1] == ["ChunkItem"] * (len(kinds) - first_end - 2)
+    assert kinds[-1] == "EndItem" and len(kinds) - first_end - 2 > 0
+    (gap,) = st.gaps
+    resumed = got[first_end + 1].chunk.times[0]
+    assert gap["start"] == 1000.0 + 16 and gap["end"] == resumed and "writer stalled" in gap["message"]
+    assert st.frames_dropped == resumed - gap["start"]
+    assert st.frames == 400  # dropped frames were sampled too
+    assert st.snapshot()["frames_dropped"] == st.frames_dropped
+
+
+class FailingTxn(CheckpointStore):
+    fail = False
+
+    def transaction(self):
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        return super().transaction()
+
+
+def test_failed_checkpoint_is_kept_merged_and_retried(tmp_path):
+    store = FailingTxn(tmp_path)
+    log, w, stats = _log(store, "cams")
+    store.fail = True
+    log.add([Row("cams", 0, 4.0)], STREAM, b"s1", [("cams", "a.mp4", 10, 1.5)], {"cams": 4.0})
+    log.add([Row("cams", 0, 8.0)], {}, b"s2", [("cams", "b.mp4", 20, 2.5)], {"cams": 8.0})
+    with pytest.raises(OSError):
+        w.flush(log)
+    assert log.pending == 1 and "No space" in log.error and log.failing_since is not None
+    assert store.get(ENCODER_KEY) is None and stats["cams"].files_done == 0
+    store.fail = False
+    log.apply()  # the writer's retry
+    assert log.pending == 0 and log.error is None
+    assert store.is_file_done("cams", "a.mp4", 10, 1.5)
+    assert store.is_file_done("cams", "b.mp4", 20, 2.5)
+    assert store.get_with_state(ENCODER_KEY)[1] == b"s2" and stats["cams"].files_done == 2
+    assert store.get("cams")["files_done"] == 2
+    store.close()
+
+
+def test_markers_waiting_for_rows_are_bounded(store):
+    from pystream.engine.commit import MAX_MARKERS
+
+    log, w, _ = _log(store, "cams")
+    for i in range(100):
+        log.add([Row("cams", 0, float(i))], STREAM, bytes(1000), [("cams", f"{i}.mp4", 1, 1.0)],
+                {"cams": float(i)})
+    assert log.pending == MAX_MARKERS
+    w.flush(log)
+    assert log.pending == 0 and len(store.files_done("cams")) == 100
+
+
+def test_stalled_writer_holds_the_encoder_back_then_recovers(tmp_path):
+    """A real ClipWriter whose commits fail for a while: pending rows stop at the bound, the
+    encoder (here: the thread calling CommitLog.add) waits with `backpressure` set, the writer
+    reports "stalled"; then every row lands once and the checkpoints follow."""
+    from pystream.store import ClipRow, ClipWriter
+
+    stats = {"cam": SourceStats("cam", "stream")}
+    log = CommitLog(store := CheckpointStore(tmp_path / "state"), stats)
+    writer = ClipWriter(str(tmp_path / "arc"), dim=4, model_id="m", batch_rows=4,
+                        flush_interval_s=0.02, optimize_every_s=1e9, retry_backoff_s=0.05,
+                        retry_max_s=0.1, max_pending_rows=12, on_commit=log.committed,
+                        on_retry=log.apply)
+    log.attach(writer)
+    real, broken = writer._commit, threading.Event()
+    broken.set()
+
+    def commit(batch):
+        if broken.is_set():
+            raise RuntimeError("lance error: LanceError(IO): No space left on device "
+                               "(os error 28), /x/y/writer.rs:1:2")
+        real(batch)
+    writer._commit = commit
+
+    def encoder():
+        for i in range(40):
+            log.add([ClipRow("cam", "udp://cam", 0, 1e9 + 4 * i, 1e9 + 4 * i + 12,
+                             np.ones(4, np.float32))], {}, None, [], {"cam": 1e9 + 4 * i + 12})
+    t = threading.Thread(target=encoder, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not (writer.backpressure.is_set() and writer.stalled) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s = writer.stats()
+    assert writer.backpressure.is_set() and s["backpressure"] and t.is_alive()
+    assert s["state"] == "stalled" and s["pending"] == 12 and s["errors"] >= 1
+    assert s["error"] == "RuntimeError: LanceError(IO): No space left on device (os error 28)"
+    broken.clear()
+    t.join(10)
+    writer.close(optimize=False, timeout=10)
+    assert writer.stats()["state"] == "ok" and writer.rows_written == 40
+    ids = [r["id"] for r in writer.table.search().select(["id"]).limit(None).to_arrow().to_pylist()]
+    assert len(ids) == len(set(ids)) == 40
+    assert store.get("cam")["rows"] == 40 and log.pending == 0
+    store.close()

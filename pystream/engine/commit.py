@@ -11,6 +11,13 @@ ids are deterministic and the writer upserts on them).
 ``plan_restore`` and ``restore_source_stats`` read a checkpoint back: which unfinished files
 resume where, which carried streams to drop (live ones restart live; files already done), and
 the per-source numbers and the downtime gap of live sources.
+
+A checkpoint that cannot be written (the state directory's disk is full) changes nothing: its
+markers stay queued (merged into one, so memory stays flat), ``apply`` raises, the writer stalls
+on it and retries it (``ClipWriter(on_retry=CommitLog.apply)``), and nothing more is committed
+until it is written. At most ``MAX_MARKERS`` markers wait: beyond that the newest are folded
+together (their files-done lists kept), so a stalled writer does not hold a carried-state
+snapshot per encoder batch.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from .stats import SourceStats
 log = logging.getLogger("pystream.pipeline")
 
 ENCODER_KEY = "__encoder__"  # checkpoint entry holding the carried state + open streams
+MAX_MARKERS = 16  # markers waiting for their rows; newer ones are folded together beyond this
 
 
 @dataclass
@@ -120,6 +128,9 @@ class CommitLog:
         self._markers: collections.deque = collections.deque()
         self.rows_enqueued = 0
         self.rows_committed = 0
+        self.error: str | None = None  # the last checkpoint failure, until one succeeds
+        self.failing_since: float | None = None
+        self.failures = 0
 
     def attach(self, writer) -> None:
         self.writer = writer
@@ -128,14 +139,26 @@ class CommitLog:
 
     def add(self, rows: list, streams: Dict[str, dict], state: Optional[bytes],
             files_done: List[tuple], source_progress: Dict[str, float]) -> list:
-        """Write ``rows`` and record the marker after them; returns the rows accepted."""
+        """Write ``rows`` and record the marker after them; returns the rows accepted. Blocks
+        while the writer's pending rows are at their bound (backpressure), outside the lock:
+        the writer's commits need it to finish."""
+        wait = getattr(self.writer, "wait_for_room", None)
+        if rows and wait is not None:
+            wait(len(rows))
         with self._lock:  # the writer's commit of these rows waits for their marker
             rows = self._write(rows)
             self.rows_enqueued += len(rows)
             self._markers.append(Marker(self.rows_enqueued, streams, state, list(files_done),
                                         dict(source_progress)))
+            if len(self._markers) > MAX_MARKERS:
+                newest, older = self._markers.pop(), self._markers.pop()
+                newest.files_done[:0] = older.files_done
+                self._markers.append(newest)
         if not rows:
-            self.apply()  # nothing to wait for if everything before is committed
+            try:
+                self.apply()  # nothing to wait for if everything before is committed
+            except Exception:  # recorded; the writer retries it before its next commit
+                pass
         return rows
 
     def _write(self, rows: list) -> list:
@@ -177,28 +200,48 @@ class CommitLog:
         self.apply()
 
     def apply(self) -> None:
-        """Checkpoint the newest marker whose rows are all committed (in order)."""
+        """Checkpoint the newest marker whose rows are all committed (in order), in one
+        transaction. On failure nothing is written, the ready markers stay (merged into one)
+        and the error is raised."""
         with self._lock:
             ready = []
             while self._markers and self._markers[0].target_rows <= self.rows_committed:
                 ready.append(self._markers.popleft())
             if not ready:
                 return
-            # Files first: a crash between the two writes replays the file (idempotent).
-            for m in ready:
-                for source, path, size, mtime in m.files_done:
-                    self.checkpoints.mark_file_done(source, path, size, mtime)
-                    st = self.stats.get(source)
-                    if st is not None:
-                        st.add(files_done=1)
             last = ready[-1]
-            self.checkpoints.put(ENCODER_KEY, {"streams": last.streams, "time": time.time()},
-                                 last.state)
-            for name, end in last.source_progress.items():
-                st = self.stats.get(name)
-                self.checkpoints.put(name, {"last_end": end, "live": bool(st and st.live),
-                                            "rows": st.rows if st else 0,
-                                            "files_done": st.files_done if st else 0})
+            files = [f for m in ready for f in m.files_done]
+            try:
+                with self.checkpoints.transaction():
+                    # Files first: a crash between the two writes replays the file (idempotent).
+                    for source, path, size, mtime in files:
+                        self.checkpoints.mark_file_done(source, path, size, mtime)
+                    self.checkpoints.put(ENCODER_KEY, {"streams": last.streams, "time": time.time()},
+                                         last.state)
+                    done = collections.Counter(f[0] for f in files)
+                    for name, end in last.source_progress.items():
+                        st = self.stats.get(name)
+                        self.checkpoints.put(name, {
+                            "last_end": end, "live": bool(st and st.live),
+                            "rows": st.rows if st else 0,
+                            "files_done": (st.files_done if st else 0) + done.get(name, 0)})
+            except Exception as e:
+                self._markers.appendleft(Marker(last.target_rows, last.streams, last.state, files,
+                                                last.source_progress))
+                if self.error is None:
+                    self.failing_since = time.time()
+                    log.error("checkpoint failed (kept, retried): %s: %s", type(e).__name__, e)
+                self.error = f"{type(e).__name__}: {e}"
+                self.failures += 1
+                raise
+            if self.error is not None:
+                log.warning("checkpoint written again after %.1f s (%d failures)",
+                            time.time() - (self.failing_since or time.time()), self.failures)
+            self.error, self.failing_since = None, None
+            for source, *_ in files:
+                st = self.stats.get(source)
+                if st is not None:
+                    st.add(files_done=1)
 
     @property
     def pending(self) -> int:

@@ -7,6 +7,12 @@
         -> checkpoints (commit.CommitLog.apply)
 
 The facade itself holds no per-stream state; see pystream.pipeline for the behaviour.
+
+Backpressure end to end: the writer's pending rows are bounded (writer.max_pending_rows); when
+the store stalls (a full disk) the encoder waits in ``CommitLog.add``, the chunk queue fills,
+files pause in ``put`` and live sources record a gap (ingest.SourceRunner); when the store
+comes back everything resumes by itself. ``status()["writer"]`` says so at once (state
+"stalled", the error, since when) and ``status()["disk"]`` warns of low free space.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Callable, Dict, Iterable, List
 from ..alerts.engine import make_alert_engine
 from ..checkpoint import CheckpointStore
 from ..config import Config
+from ..retention import RetentionPolicy
 from ..store import ClipRow, ClipWriter, portable_model_ref
 from ..model.streaming import StreamingEncoder
 from .commit import CommitLog, restore
@@ -96,8 +103,13 @@ class Indexer:
                                  model_id=self.model_id, batch_rows=w.batch_rows,
                                  flush_interval_s=w.flush_interval_s,
                                  optimize_every_s=w.optimize_interval_s,
-                                 index_min_rows=w.index_min_rows, on_commit=self._on_commit)
+                                 index_min_rows=w.index_min_rows, on_commit=self._on_commit,
+                                 on_retry=self.commit.apply, retry_max_s=w.retry_max_s,
+                                 max_pending_rows=w.max_pending_rows, cancel=self.stop_event,
+                                 keep_versions_s=w.keep_versions_s,
+                                 retention=RetentionPolicy.from_config(config))
         self.commit.attach(self.writer)
+        self._disk_low: Dict[str, bool] = {}
         self.runners: List[SourceRunner] = []
         self.started = time.time()
 
@@ -147,7 +159,7 @@ class Indexer:
             r = SourceRunner(src, self._chunks, self.stats[src.name], k=self.k,
                              fps=source_fps(self.cfg, src), stop_event=self.stop_event,
                              is_file_done=self.checkpoints.is_file_done, resume=self._resume,
-                             restart=self.restart)
+                             restart=self.restart, backpressure=self.writer.backpressure)
             r.start()
             self.runners.append(r)
         self.encode.start()
@@ -166,12 +178,18 @@ class Indexer:
         # was requested, sources get a while to notice (encode.STOP_GRACE_S).
         self.encode.thread.join()
         code = 0
+        if self.writer.stalled:  # a full disk at shutdown: retry a while, not the whole minute
+            flush_timeout = min(flush_timeout, 10.0)
         try:
             self.writer.close(optimize=not self.stop_event.is_set(), timeout=flush_timeout)
         except Exception as e:
             log.error("writer did not flush cleanly: %s", e)
             code = 1
-        self.commit.apply()
+        try:
+            self.commit.apply()
+        except Exception as e:
+            log.error("last checkpoint not written: %s", e)
+            code = 1
         self.checkpoints.close()
         if self.alerts is not None:
             self.alerts.close()
@@ -209,7 +227,47 @@ class Indexer:
                          reuse_threshold=(self.encoder.reuse.settings.threshold
                                           if self.encoder.reuse is not None else 0.0),
                          stage_s={k: round(v, 3) for k, v in enc.stage_s.items()}),
-            writer=self.writer.stats(),
+            writer=self.writer_status(),
+            disk=self.disk_status(),
             sources=sources,
             **({"alerts": self.alerts.status()} if self.alerts is not None else {}),
         )
+
+    def writer_status(self) -> dict:
+        """The writer's numbers and health; a checkpoint failure the writer has not seen yet
+        (the encoder's own checkpoint of a batch without rows) counts as a stall too."""
+        w = self.writer.stats()
+        c = self.commit
+        w["checkpoint_error"] = c.error
+        w["checkpoint_failures"] = c.failures
+        w["checkpoint_bytes"] = self.checkpoints.size_bytes()
+        if c.error is not None and w["state"] == "ok":
+            w.update(state="stalled", error=f"checkpoint: {c.error}", since=c.failing_since)
+        return w
+
+    def disk_status(self) -> dict:
+        """Free space where the archive and the state directory live; ``low`` below
+        disk.warn_free_mb (logged once when it happens, once when it is over)."""
+        import shutil
+
+        out = {}
+        limit = self.cfg.disk.warn_free_mb * 2**20
+        for what, path in (("archive", self.cfg.archive), ("state", self.cfg.state_dir)):
+            if "://" in str(path):
+                continue  # object storage: no filesystem to watch
+            try:
+                usage = shutil.disk_usage(path)
+            except OSError:
+                continue
+            low = usage.free < limit
+            if low != self._disk_low.get(what, False):
+                if low:
+                    log.warning("low disk space: %s (%s) has %.0f MB free (warn below %.0f MB)",
+                                what, path, usage.free / 2**20, self.cfg.disk.warn_free_mb)
+                else:
+                    log.info("disk space: %s (%s) has %.0f MB free again", what, path,
+                             usage.free / 2**20)
+                self._disk_low[what] = low
+            out[what] = dict(path=str(path), free_bytes=usage.free, total_bytes=usage.total,
+                             low=low)
+        return out

@@ -7,6 +7,13 @@ the stream with an ``EndItem``: live streams and files read to the end are finis
 then marked done), a file cut short by shutdown keeps its carried state for the checkpoint.
 Decoding happens in this thread (in libav, off the GIL).
 
+When the writer cannot take more rows (its ``backpressure`` event: the store is stalled and the
+pending rows are at their bound), the queue fills and a file's runner simply waits in ``put``
+(the file pauses). A live source cannot pause: its runner ends the stream (its windows close
+before the gap), keeps reading and discarding frames so nothing piles up anywhere, and once the
+writer takes rows again starts a new stream and records a ``gap`` event (start, end, frames
+not indexed) in the source's status.
+
 Supervised: a source whose ``segments()`` raises is restarted after a backoff (doubling from
 ``RestartPolicy.initial_s`` up to ``max_s``; a run that lasted ``healthy_s`` resets it) instead of
 staying dead until the service restarts. ``max_failures`` consecutive crashes (None: no limit)
@@ -34,7 +41,8 @@ def make_sources(cfg, image_size: int, is_file_done: Callable[..., bool]) -> lis
 
     out = []
     for sc in cfg.enabled_sources():
-        d = {k: v for k, v in sc.model_dump(exclude={"enabled"}).items() if v is not None}
+        d = {k: v for k, v in sc.model_dump(exclude={"enabled", "retention"}).items()
+             if v is not None}
         d["fps"] = cfg.source_fps(sc)
         d["size"] = image_size  # the decoder resizes to the model's input in libav
         extra = {}
@@ -72,7 +80,8 @@ class SourceRunner:
 
     def __init__(self, src, chunks: ChunkQueue, stats: SourceStats, *, k: int, fps: float,
                  stop_event: threading.Event, is_file_done: Callable[..., bool],
-                 resume: Dict[str, dict], restart: RestartPolicy | None = None):
+                 resume: Dict[str, dict], restart: RestartPolicy | None = None,
+                 backpressure: threading.Event | None = None):
         self.src = src
         self.name = src.name  # rows and stats are keyed by the configured source name
         self.chunks, self.st, self.k = chunks, stats, k
@@ -81,6 +90,8 @@ class SourceRunner:
         self.is_file_done = is_file_done
         self.resume = resume  # shared by all runners; keys are per source, pop() is atomic
         self.restart = restart or RestartPolicy()
+        # Set while the writer cannot take rows: live segments drop chunks and record a gap.
+        self.backpressure = backpressure or threading.Event()
         self.thread: threading.Thread | None = None
 
     def start(self) -> threading.Thread:
@@ -183,17 +194,33 @@ class SourceRunner:
         st.update(state="running", uri=seg.uri)
         buf: List = []
         complete = False
+        gap = None  # live, writer stalled: {"start", "last", "frames", "ended"}
         try:
             for f in seg.frames:
                 if self.stop_event.is_set():
                     break
                 if f.index < skip:
                     continue  # already encoded before the restart (its tokens are carried)
+                if gap is not None:
+                    if not self._gap_over(ref, gap):
+                        st.add_frames(1, f.t)  # sampled, not indexed
+                        gap["last"], gap["frames"] = f.t, gap["frames"] + 1
+                        continue
+                    self._record_gap(gap, f.t)
+                    gap = None
                 st.add_frames(1, f.t)
                 buf.append(f)
                 if len(buf) == self.k:
-                    self.chunks.put(chunk_item(ref, buf, self.dt))
-                    st.add(chunks=1)
+                    item = chunk_item(ref, buf, self.dt)
+                    if not ref.live:
+                        self.chunks.put(item)  # blocks while the encoder is behind: files pause
+                        st.add(chunks=1)
+                    elif self._put_live(item):
+                        st.add(chunks=1)
+                    else:
+                        gap = {"start": buf[0].t, "last": buf[-1].t, "frames": len(buf),
+                               "ended": False}
+                        self._gap_over(ref, gap)  # sends the stream's end if there is room
                     buf = []
             else:
                 complete = True
@@ -208,6 +235,11 @@ class SourceRunner:
             close = getattr(seg.frames, "close", None)
             if close is not None:
                 close()
+        if gap is not None:  # the segment ended while dropping: its stream may be ended already
+            self._record_gap(gap, gap["last"])
+            if not gap["ended"]:
+                self.chunks.put(EndItem(ref, None, True, False))
+            return
         tail = chunk_item(ref, buf, self.dt) if buf else None
         if ref.live:  # disconnect or shutdown: encode the tail, close the window (a gap follows)
             self.chunks.put(EndItem(ref, tail, True, False))
@@ -215,3 +247,32 @@ class SourceRunner:
             self.chunks.put(EndItem(ref, tail, True, True))
         else:  # shutdown mid-file: keep the carried state, resume from the checkpoint
             self.chunks.put(EndItem(ref, None, False, False))
+
+    # ------------------------------------------------------------------ live backpressure
+
+    def _put_live(self, item) -> bool:
+        """Queue a live chunk; False (dropped) when the writer cannot take rows and the queue is
+        full, rather than waiting while frames pile up."""
+        while not self.chunks.offer(item, 0.25):
+            if self.stop_event.is_set() or self.chunks.consumer_done.is_set():
+                self.chunks.put(item)  # stopping: as before, no gap (the encoder drains)
+                return True
+            if self.backpressure.is_set():
+                return False
+        return True
+
+    def _gap_over(self, ref: StreamRef, gap: dict) -> bool:
+        """While dropping: end the interrupted stream as soon as the queue has room; the gap is
+        over once that is done and the writer takes rows again (with room for a chunk)."""
+        if not gap["ended"]:
+            gap["ended"] = self.chunks.offer(EndItem(ref, None, True, False))
+            if not gap["ended"]:
+                return False
+        return not self.backpressure.is_set() and self.chunks.has_room()
+
+    def _record_gap(self, gap: dict, end: float):
+        msg = (f"writer stalled: {gap['frames']} frames not indexed "
+               f"({end - gap['start']:.1f} s)")
+        self.st.event("gap", msg, start=gap["start"], end=end)
+        self.st.add(frames_dropped=gap["frames"])
+        log.warning("source %s: gap: %s", self.name, msg)

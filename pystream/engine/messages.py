@@ -66,7 +66,8 @@ class ChunkQueue:
     """The bounded queue plus the count of producers still running.
 
     ``put`` blocks while the queue is full (backpressure: a slow encoder slows the decoders
-    instead of buffering without bound) and gives up once the consumer has ended
+    instead of buffering without bound; ``offer`` is the non-blocking form live sources use
+    while the writer is stalled) and gives up once the consumer has ended
     (``consumer_done``), so a source thread never hangs on a dead encoder."""
 
     def __init__(self, maxsize: int, consumer_done: threading.Event):
@@ -89,6 +90,17 @@ class ChunkQueue:
         with self._lock:
             return self._producers
 
+    def offer(self, item, timeout: float = 0.0) -> bool:
+        """Queue ``item`` if there is room within ``timeout`` seconds; False otherwise."""
+        try:
+            if timeout > 0:
+                self._q.put(item, timeout=timeout)
+            else:
+                self._q.put_nowait(item)
+            return True
+        except queue.Full:
+            return False
+
     def put(self, item) -> None:
         while True:
             try:
@@ -108,3 +120,7 @@ class ChunkQueue:
 
     def qsize(self) -> int:
         return self._q.qsize()
+
+    def has_room(self) -> bool:
+        """At most half full (hysteresis for a live source resuming after a gap)."""
+        return self._q.qsize() <= self._q.maxsize // 2

@@ -24,6 +24,7 @@ class SourceStats:
         self.live = False  # the source produced live segments (now or in an earlier run)
         self.uri: str | None = None
         self.frames = 0
+        self.frames_dropped = 0  # of those, live frames not indexed (writer stalled)
         self.chunks = 0
         self.rows = 0
         self.errors = 0
@@ -90,7 +91,8 @@ class SourceStats:
             if live and self.last_indexed_end is not None:
                 lag = max(0.0, time.time() - self.last_indexed_end)
             return dict(name=self.name, kind=self.kind, state=self.state, uri=self.uri,
-                        frames=self.frames, chunks=self.chunks, rows=self.rows, fps=round(fps, 3),
+                        frames=self.frames, frames_dropped=self.frames_dropped,
+                        chunks=self.chunks, rows=self.rows, fps=round(fps, 3),
                         lag_s=None if lag is None else round(lag, 3),
                         last_frame_t=self.last_frame_t, last_indexed_end=self.last_indexed_end,
                         errors=self.errors, last_error=self.last_error,

@@ -378,13 +378,16 @@ def create_app(archive: Archive, get_status: Callable[[], Optional[dict]],
     def prometheus():
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/healthz", summary="200 when the indexer runs (no token needed)")
+    @app.get("/healthz", summary="200 when indexing; 503 when stopped or degraded (writer "
+             "stalled); no token needed")
     def healthz():
-        s = get_status()
-        ok = s is not None and not s.get("stale", False) and s.get("running", True)
-        if not ok:
+        from ..status import health
+
+        state, problems, warnings = health(get_status())
+        if state == "down":
             raise HTTPException(503, "indexer not running")
-        return {"ok": True}
+        body = {"ok": state == "ok", "status": state, "problems": problems, "warnings": warnings}
+        return JSONResponse(body, status_code=200 if state == "ok" else 503)
 
     # ------------------------------------------------------------------ the page
     def page(view: str) -> HTMLResponse:

@@ -1,0 +1,344 @@
+"""Accelerated soak: does a long run stay flat? (issue 12)
+
+    python benchmarks/soak.py --minutes 30 [--cameras 8] [--seed 0]
+
+One process runs the real Indexer (shipped model, the default precision and reuse) on:
+- ``--cameras`` live UDP cameras (ffmpeg senders, ``-re -stream_loop -1 -c copy``, MPEG-TS on
+  127.0.0.1) that go down and come back all the time: each sender is killed after a random
+  40-100 s up and restarted on the same port after 3-20 s down (staggered, seeded);
+- a folder receiving a new 20 s recording every ``--file-every`` s (written aside, renamed in),
+  whose old files are expired by ``pystream.retention.prune_recordings``;
+- a concurrent reader in another thread: ``Archive.search`` with a text query every second
+  (filtered by time and source half of the time) and a row count every tenth query;
+- retention and maintenance sped up (``--retention-s`` max age, applied every minute;
+  optimize every 30 s; old versions kept 120 s) so what months would do happens in minutes.
+
+Every minute it prints RSS, open fds, threads, LanceDB fragments and versions, the checkpoint
+database's size, the writer's LanceDB cache, rows, reconnects and gaps. Last, the slope of each per hour (least squares
+after ``--warmup`` minutes), the maxima, and the exactly-once check: every row the writer
+committed is in the archive unless retention deleted it (``rows_lost=``), no id or (source,
+level, start) twice (``rows_duplicated=``), and every recording still within retention has
+all its expected windows. Key lines: ``rss_mb_per_hour=``, ``fragments_max=``,
+``reader_errors=``, ``rows_lost=``, ``rows_duplicated=``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pystream  # noqa: E402
+from pystream.config import parse_config  # noqa: E402
+from pystream.retention import age_keys, prune_recordings  # noqa: E402
+
+CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def write_clip(path: Path, seconds: float, fps: int, seed: int, size=(160, 120)) -> None:
+    """Moving shapes on a fixed background, H.264 with a keyframe every second."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(30, 200, size=3)
+    tmp = path.with_name("." + path.name)
+    with av.open(str(tmp), "w", format="mpegts" if path.suffix == ".ts" else None) as c:
+        s = c.add_stream(CODEC, rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.thread_count = 1
+        if CODEC == "libx264":
+            s.options = {"g": str(fps), "preset": "ultrafast"}
+        colour = rng.integers(0, 255, size=3)
+        for i in range(int(seconds * fps)):
+            img = np.empty((h, w, 3), np.uint8)
+            img[:] = base
+            x = (i * 3) % (w - 24)
+            img[40:64, x:x + 24] = colour
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    os.replace(tmp, path)
+
+
+def udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Camera:
+    """One ffmpeg UDP sender that is killed and restarted on a random schedule."""
+
+    def __init__(self, i: int, clip: Path, log_dir: Path, rng: random.Random):
+        self.i, self.clip, self.port = i, clip, udp_port()
+        self.log = log_dir / f"ffmpeg-{i}.log"
+        self.rng = rng
+        self.proc: subprocess.Popen | None = None
+        self.cycles = 0
+        self.next_change = time.monotonic() + rng.uniform(20, 100)  # staggered first outage
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                 "-i", str(self.clip), "-c", "copy", "-f", "mpegts",
+                 f"udp://127.0.0.1:{self.port}?pkt_size=1316"],
+                stdout=log, stderr=log, start_new_session=True)
+
+    def kill(self):
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def tick(self, now: float):
+        if now < self.next_change:
+            return
+        if self.proc is not None:
+            self.kill()
+            self.cycles += 1
+            self.next_change = now + self.rng.uniform(3, 20)
+        else:
+            self.start()
+            self.next_change = now + self.rng.uniform(40, 100)
+
+
+def proc_numbers() -> dict:
+    with open("/proc/self/status") as f:
+        rss_kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+    return dict(rss_mb=rss_kb / 1024, fds=len(os.listdir("/proc/self/fd")),
+                threads=len(os.listdir("/proc/self/task")), py_threads=threading.active_count())
+
+
+def slope_per_hour(ts, ys) -> float:
+    if len(ts) < 2:
+        return float("nan")
+    t = np.asarray(ts) / 3600.0
+    return float(np.polyfit(t, np.asarray(ys, np.float64), 1)[0])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--cameras", type=int, default=8)
+    ap.add_argument("--file-every", type=float, default=30.0, help="a new recording every N s")
+    ap.add_argument("--retention-s", type=float, default=360.0, help="rows' max age")
+    ap.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the slopes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--no-reader", action="store_true", help="no concurrent reader (to bisect)")
+    ap.add_argument("--no-files", action="store_true", help="no folder source (to bisect)")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    root = Path(tempfile.mkdtemp(prefix="pystream-soak-"))
+    import logging
+
+    logging.basicConfig(filename=str(root / "soak.log"), level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    levels = collections.Counter()
+
+    class Count(logging.Handler):
+        def emit(self, record):
+            levels[record.levelname] += 1
+    logging.getLogger().addHandler(Count())
+    folder, staging = root / "incoming", root / "staging"
+    folder.mkdir()
+    staging.mkdir()
+    clip = root / "camera.ts"
+    write_clip(clip, 30, fps=10, seed=args.seed)
+    cams = [Camera(i, clip, root, rng) for i in range(args.cameras)]
+    sources = [dict(type="stream", name=f"cam{c.i}", url=f"udp://127.0.0.1:{c.port}",
+                    options={"overrun_nonfatal": "1", "fifo_size": "1000000"},
+                    open_timeout_s=5, read_timeout_s=3, stall_timeout_s=5,
+                    backoff_initial_s=0.5, backoff_max_s=4) for c in cams]
+    if not args.no_files:
+        sources.append(dict(type="folder", name="recordings", path=str(folder), stable_s=0.5,
+                            scan_interval_s=10))
+    cfg = parse_config(dict(
+        archive=str(root / "archive"), state_dir=str(root / "state"), model="shipped",
+        sample_fps=1.0, coarse_windows=15, sources=sources, http={"enabled": False},
+        batching={"max_batch_chunks": 32, "max_wait_s": 0.2, "queue_chunks": 128},
+        writer={"batch_rows": 256, "flush_interval_s": 1.0, "optimize_interval_s": 30,
+                "keep_versions_s": 120},
+        retention={"max_age": args.retention_s, "interval_s": 60}))
+
+    from pystream.pipeline import Indexer
+
+    committed: dict = {}  # id -> (source, uri, level, age key)
+    lock = threading.Lock()
+
+    def on_rows(batch):
+        now = time.time()
+        with lock:
+            for r in batch:
+                key = r.end if r.end >= 1e9 else now
+                committed[r.row_id()] = (r.source, r.uri, r.level, key)
+
+    ix = Indexer(cfg, on_rows=on_rows)
+    stop = threading.Event()
+    reader_stats = collections.Counter()
+    reader_errors: list = []
+
+    def reader():
+        arc = pystream.open(cfg.archive)
+        queries = ["a red square moves", "a green circle", "an empty scene", "a blue shape"]
+        n = 0
+        while not stop.wait(1.0):
+            n += 1
+            try:
+                if n % 2:
+                    hits = arc.search(queries[n % len(queries)], k=10)
+                else:
+                    hits = arc.search(queries[n % len(queries)], k=10,
+                                      sources=[f"cam{n % max(args.cameras, 1)}"],
+                                      since=time.time() - 120)
+                reader_stats["queries"] += 1
+                reader_stats["hits"] += len(hits)
+                if n % 10 == 0:
+                    reader_stats["counts"] += 1
+                    arc.table.count_rows()
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                if "no pystream archive" in str(e) or "not found" in str(e).lower():
+                    continue  # before the first commit
+                reader_errors.append(f"{type(e).__name__}: {e}")
+                traceback.print_exc()
+
+    def folder_feed():
+        i = 0
+        while not stop.wait(args.file_every):
+            name = f"rec{i:05d}.mp4"
+            write_clip(staging / name, 20, fps=2, seed=1000 + i)
+            os.replace(staging / name, folder / name)
+            i += 1
+            # the recordings folder has a retention of its own (the rows outlive the files)
+            prune_recordings(folder, max_age_s=args.retention_s, in_use_s=30)
+        folder_feed.files = i
+    folder_feed.files = 0
+
+    for c in cams:
+        c.start()
+    ix.start()
+    threads = ([] if args.no_reader else
+               [threading.Thread(target=reader, name="soak-reader", daemon=True)]) + \
+              ([] if args.no_files else
+               [threading.Thread(target=folder_feed, name="soak-files", daemon=True)])
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    samples = []
+    header = ("min  rss_mb  fds thr  frags vers  ckpt_kb cache_mb   rows  pending  reconn gaps "
+              "dropped queries errors cam_cycles")
+    print(f"soak: {args.cameras} cameras, a file every {args.file_every:g} s, retention "
+          f"{args.retention_s:g} s, {args.minutes:g} min; work dir {root}", flush=True)
+    print(header, flush=True)
+    next_sample = t0 + 60
+    try:
+        while time.monotonic() - t0 < args.minutes * 60:
+            now = time.monotonic()
+            for c in cams:
+                c.tick(now)
+            if now >= next_sample:
+                next_sample += 60
+                p = proc_numbers()
+                ds = ix.writer.table.to_lance()
+                s = ix.status()
+                srcs = s["sources"].values()
+                row = dict(t=now - t0, **p, fragments=len(ds.get_fragments()),
+                           versions=len(ds.versions()),
+                           ckpt_kb=ix.checkpoints.size_bytes() / 1024,
+                           cache_mb=(getattr(ix.writer.session, "size_bytes", 0) or 0) / 2**20,
+                           rows=ix.writer.table.count_rows(), pending=s["writer"]["pending"],
+                           reconnects=sum(src.status().get("reconnects", 0)
+                                          for src in ix.sources if hasattr(src, "url")),
+                           gaps=sum(len(x["gaps"]) for x in srcs),
+                           dropped=sum(x.get("frames_dropped", 0) for x in srcs))
+                samples.append(row)
+                print(f"{row['t'] / 60:3.0f} {row['rss_mb']:7.1f} {row['fds']:4d} "
+                      f"{row['threads']:3d} {row['fragments']:6d} {row['versions']:4d} "
+                      f"{row['ckpt_kb']:8.1f} {row['cache_mb']:8.1f} {row['rows']:6d} "
+                      f"{row['pending']:8d} "
+                      f"{row['reconnects']:7d} {row['gaps']:4d} {row['dropped']:7d} "
+                      f"{reader_stats['queries']:7d} {len(reader_errors):6d} "
+                      f"{sum(c.cycles for c in cams):6d}", flush=True)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for c in cams:
+            c.kill()
+        ix.stop()
+        code = ix.wait()
+        for t in threads:
+            t.join(30)
+
+    # Exactly once.
+    table = pystream.open(cfg.archive).table
+    rows = table.search().select(["id", "source", "uri", "level", "start", "end", "created"]) \
+        .limit(None).to_arrow().to_pylist()
+    ids = [r["id"] for r in rows]
+    keys = [(r["source"], r["uri"], r["level"], round(r["start"], 3)) for r in rows]
+    duplicated = (len(ids) - len(set(ids))) + (len(keys) - len(set(keys)))
+    present = set(ids)
+    last = ix.writer.last_retention or {}
+    cutoff = (last.get("time") or 0.0) - args.retention_s
+    lost = [i for i, (_, _, _, key) in committed.items() if i not in present and key >= cutoff]
+    expired = sum(1 for i, (_, _, _, key) in committed.items() if i not in present and key < cutoff)
+    # Recordings: every file whose rows are all still within retention has all its windows.
+    per_file = collections.Counter(r["uri"] for r in rows if r["source"] == "recordings"
+                                   and r["level"] == 0)
+    newest = {}
+    for i, (src, uri, level, key) in committed.items():
+        if src == "recordings":
+            newest[uri] = min(newest.get(uri, key), key)
+    short_files = [u for u, oldest in newest.items() if oldest >= cutoff + 60
+                   and per_file.get(u, 0) != 3]  # 20 samples: 5 chunks -> 3 windows
+
+    print()
+    use = [r for r in samples if r["t"] >= args.warmup * 60] or samples
+    ts = [r["t"] for r in use]
+    for key in ("rss_mb", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb"):
+        print(f"{key}_per_hour={slope_per_hour(ts, [r[key] for r in use]):.2f}  "
+              f"({key} min {min(r[key] for r in use):.1f}, max {max(r[key] for r in use):.1f}, "
+              f"last {use[-1][key]:.1f})")
+    print(f"rss_mb_per_hour={slope_per_hour(ts, [r['rss_mb'] for r in use]):.2f}")
+    print(f"fragments_max={max(r['fragments'] for r in samples)}")
+    print(f"versions_max={max(r['versions'] for r in samples)}")
+    print(f"reader_errors={len(reader_errors)}")
+    print(f"reader_queries={reader_stats['queries']} reader_hits={reader_stats['hits']}")
+    print(f"rows_committed={len(committed)} rows_in_archive={len(rows)} "
+          f"rows_expired_by_retention={expired} retention_deleted={ix.writer.retention_deleted}")
+    print(f"rows_lost={len(lost)}")
+    print(f"rows_duplicated={duplicated}")
+    print(f"recordings_incomplete={len(short_files)} (files written {folder_feed.files})")
+    print(f"camera_outages={sum(c.cycles for c in cams)} exit_code={code}")
+    print(f"log records: {dict(levels)} (in {root / 'soak.log'}{'' if args.keep else ', deleted'})")
+    stalls = ix.writer.stats()["errors"]
+    print(f"writer_errors={stalls} maintenance_errors={ix.writer.maintenance_errors}")
+    for e in reader_errors[:5]:
+        print("reader error:", e)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
