@@ -445,6 +445,25 @@ void py_push(StreamStates& st, const std::string& id, py::handle tok_o, py::hand
           seq);
 }
 
+// to_bytes / from_bytes of a serialisable state (StreamStates, ReuseStates), GIL released.
+template <class State>
+py::bytes state_to_bytes(const State& st) {
+  std::string out;
+  {
+    py::gil_scoped_release nogil;
+    out = st.to_bytes();
+  }
+  return py::bytes(out);
+}
+
+template <class State>
+State state_from_bytes(py::bytes b) {
+  char* buf = nullptr;
+  Py_ssize_t len = 0;
+  if (PyBytes_AsStringAndSize(b.ptr(), &buf, &len) != 0) throw py::error_already_set();
+  return State::from_bytes(buf, (size_t)len);
+}
+
 // ------------------------------------------------------------------------------------------
 // ReuseStates
 
@@ -454,6 +473,16 @@ DType parse_float_dtype(std::string name) {
   if (name == "float16" || name == "half") return DType::F16;
   if (name == "bfloat16") return DType::BF16;
   throw ValueError("dtype must be float32, float16 or bfloat16, got '" + name + "'");
+}
+
+// age / patches / reused: int64 [S] on the CPU.
+void check_counters(int64_t S, std::initializer_list<TensorArg*> args) {
+  for (TensorArg* t : args) {
+    t->require_shape({S});
+    t->require_dtype(DType::I64);
+    t->require_cpu();
+    t->require_contiguous();
+  }
 }
 
 py::tuple py_reuse_gather(const ReuseStates& st, const std::vector<std::string>& ids) {
@@ -482,14 +511,11 @@ void py_reuse_put(ReuseStates& st, const std::vector<std::string>& ids, py::hand
     t->require_shape({S, L, N, C});
     t->require_dtype(st.kv_dtype());
   }
-  for (TensorArg* t : {&age, &patches, &reused}) {
-    t->require_shape({S});
-    t->require_dtype(DType::I64);
-  }
-  for (TensorArg* t : {&ref, &k, &v, &out, &age, &patches, &reused}) {
+  for (TensorArg* t : {&ref, &k, &v, &out}) {
     t->require_cpu();
     t->require_contiguous();
   }
+  check_counters(S, {&age, &patches, &reused});
   py::gil_scoped_release nogil;
   st.put(ids, ref.data, k.data, v.data, out.data, reinterpret_cast<const int64_t*>(age.data),
          reinterpret_cast<const int64_t*>(patches.data),
@@ -501,12 +527,7 @@ void py_reuse_advance(ReuseStates& st, const std::vector<std::string>& ids, py::
   const int64_t S = (int64_t)ids.size();
   TensorArg age = from_py(age_o, "age"), patches = from_py(patches_o, "patches"),
             reused = from_py(reused_o, "reused");
-  for (TensorArg* t : {&age, &patches, &reused}) {
-    t->require_shape({S});
-    t->require_dtype(DType::I64);
-    t->require_cpu();
-    t->require_contiguous();
-  }
+  check_counters(S, {&age, &patches, &reused});
   py::gil_scoped_release nogil;
   st.advance(ids, reinterpret_cast<const int64_t*>(age.data),
              reinterpret_cast<const int64_t*>(patches.data),
@@ -639,20 +660,8 @@ PYBIND11_MODULE(_core, m) {
       .def("__contains__", [](const StreamStates& s, py::handle id) {
         return py::isinstance<py::str>(id) && s.contains(id.cast<std::string>());
       })
-      .def("to_bytes", [](const StreamStates& s) {
-        std::string out;
-        {
-          py::gil_scoped_release nogil;
-          out = s.to_bytes();
-        }
-        return py::bytes(out);
-      })
-      .def_static("from_bytes", [](py::bytes b) {
-        char* buf = nullptr;
-        Py_ssize_t len = 0;
-        if (PyBytes_AsStringAndSize(b.ptr(), &buf, &len) != 0) throw py::error_already_set();
-        return StreamStates::from_bytes(buf, (size_t)len);
-      }, py::arg("data"))
+      .def("to_bytes", &state_to_bytes<StreamStates>)
+      .def_static("from_bytes", &state_from_bytes<StreamStates>, py::arg("data"))
       .def(py::pickle(
           [](const StreamStates& s) { return py::bytes(s.to_bytes()); },
           [](py::bytes b) {
@@ -703,20 +712,8 @@ PYBIND11_MODULE(_core, m) {
       .def("__contains__", [](const ReuseStates& s, py::handle id) {
         return py::isinstance<py::str>(id) && s.contains(id.cast<std::string>());
       })
-      .def("to_bytes", [](const ReuseStates& s) {
-        std::string out;
-        {
-          py::gil_scoped_release nogil;
-          out = s.to_bytes();
-        }
-        return py::bytes(out);
-      })
-      .def_static("from_bytes", [](py::bytes b) {
-        char* buf = nullptr;
-        Py_ssize_t len = 0;
-        if (PyBytes_AsStringAndSize(b.ptr(), &buf, &len) != 0) throw py::error_already_set();
-        return ReuseStates::from_bytes(buf, (size_t)len);
-      }, py::arg("data"))
+      .def("to_bytes", &state_to_bytes<ReuseStates>)
+      .def_static("from_bytes", &state_from_bytes<ReuseStates>, py::arg("data"))
       .def("__repr__", [](const ReuseStates& s) {
         return "<pystream._core.ReuseStates streams=" + std::to_string(s.size()) +
                " record_bytes=" + std::to_string(s.record_bytes()) + " max_bytes=" +

@@ -29,6 +29,11 @@ struct MemoryError : std::runtime_error {
 
 enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I64 = 3, F64 = 4, I32 = 5, U8 = 6 };
 
+// Token storage types of the carried states.
+inline bool float_dtype(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
+
+inline std::string quoted(const std::string& id) { return "'" + id + "'"; }
+
 inline size_t dtype_size(DType d) {
   switch (d) {
     case DType::F32: return 4;

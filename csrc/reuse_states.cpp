@@ -16,20 +16,6 @@ using WriteLock = std::unique_lock<std::shared_mutex>;
 constexpr char kMagic[8] = {'P', 'Y', 'R', 'E', 'U', 'S', 'E', '1'};
 constexpr uint32_t kVersion = 1;
 
-bool float_dtype(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
-
-HostArray zeros(DType dt, std::vector<int64_t> shape) {
-  HostArray a;
-  a.dtype = dt;
-  int64_t numel = 1;
-  for (int64_t s : shape) numel *= s;
-  a.shape = std::move(shape);
-  a.data.assign(std::max<size_t>(1, dtype_size(dt) * (size_t)numel), 0);
-  return a;
-}
-
-std::string quoted(const std::string& id) { return "'" + id + "'"; }
-
 }  // namespace
 
 ReuseStates::ReuseStates(int64_t layers, int64_t tokens, int64_t dim, DType tok_dtype,
@@ -50,11 +36,11 @@ ReuseBatch ReuseStates::gather(const std::vector<std::string>& ids) const {
   ReadLock lk(mu_);
   const int64_t S = (int64_t)ids.size();
   ReuseBatch b;
-  b.ref = zeros(tok_dtype_, {S, N_, C_});
-  b.out = zeros(tok_dtype_, {S, N_, C_});
-  b.k = zeros(kv_dtype_, {S, L_, N_, C_});
-  b.v = zeros(kv_dtype_, {S, L_, N_, C_});
-  b.age = zeros(DType::I64, {S});
+  b.ref = zeroed_array(tok_dtype_, {S, N_, C_});
+  b.out = zeroed_array(tok_dtype_, {S, N_, C_});
+  b.k = zeroed_array(kv_dtype_, {S, L_, N_, C_});
+  b.v = zeroed_array(kv_dtype_, {S, L_, N_, C_});
+  b.age = zeroed_array(DType::I64, {S});
   auto* age = reinterpret_cast<int64_t*>(b.age.data.data());
   const size_t tb = tok_bytes(), kb = kv_bytes();
   for (int64_t s = 0; s < S; ++s) {

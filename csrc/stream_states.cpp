@@ -39,25 +39,6 @@ uint32_t crc32(const void* data, size_t len, uint32_t crc) {
   return ~crc;
 }
 
-// ---------------------------------------------------------------------------------------------
-namespace {
-
-std::string quoted(const std::string& id) { return "'" + id + "'"; }
-
-bool token_dtype_ok(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
-
-HostArray make_array(DType dt, std::vector<int64_t> shape) {
-  HostArray a;
-  a.dtype = dt;
-  int64_t numel = 1;
-  for (int64_t s : shape) numel *= s;
-  a.shape = std::move(shape);
-  a.data.assign(std::max<size_t>(1, dtype_size(dt) * (size_t)numel), 0);  // zero padded
-  return a;
-}
-
-}  // namespace
-
 StreamStates::StreamStates(int64_t max_chunks, int64_t max_bytes)
     : max_chunks_(max_chunks), max_bytes_(max_bytes) {
   if (max_chunks < 1) throw ValueError("max_chunks must be >= 1, got " + std::to_string(max_chunks));
@@ -121,7 +102,7 @@ std::vector<std::string> StreamStates::ids() const {
 void StreamStates::push(const std::string& id, DType dtype, const void* tokens, int64_t n,
                         int64_t C, const float* sizes, const int64_t* frames,
                         const double* times, int64_t seq) {
-  if (!token_dtype_ok(dtype))
+  if (!float_dtype(dtype))
     throw ValueError(std::string("tokens must be float32, float16 or bfloat16, got ") +
                      dtype_name(dtype));
   if (n < 0 || C < 0) throw ValueError("negative shape");
@@ -198,12 +179,12 @@ WindowBatch StreamStates::windows(const std::vector<std::string>& ids) const {
   }
   WindowBatch w;
   const size_t es = dtype_size(dtype);
-  w.tokens = make_array(dtype, {S, Nmax, C});
-  w.sizes = make_array(DType::F32, {S, Nmax});
-  w.frames = make_array(DType::I64, {S, Nmax, 2});
-  w.times = make_array(DType::F64, {S, Nmax, 2});
-  w.lengths = make_array(DType::I64, {S});
-  w.chunk_lengths = make_array(DType::I64, {S, Kmax});
+  w.tokens = zeroed_array(dtype, {S, Nmax, C});
+  w.sizes = zeroed_array(DType::F32, {S, Nmax});
+  w.frames = zeroed_array(DType::I64, {S, Nmax, 2});
+  w.times = zeroed_array(DType::F64, {S, Nmax, 2});
+  w.lengths = zeroed_array(DType::I64, {S});
+  w.chunk_lengths = zeroed_array(DType::I64, {S, Kmax});
   uint8_t* tok = w.tokens.data.data();
   float* sz = reinterpret_cast<float*>(w.sizes.data.data());
   int64_t* fr = reinterpret_cast<int64_t*>(w.frames.data.data());

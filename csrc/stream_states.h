@@ -1,6 +1,7 @@
 // Carried per-stream state: the merged tokens, sizes and provenance of each stream's most recent
 // chunks, owned by C++ (bounded by a chunk count per stream and a byte budget overall).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -40,6 +41,17 @@ struct HostArray {
   std::vector<int64_t> shape;
   DType dtype = DType::F32;
 };
+
+// A zero-filled host array (at least one byte, so an empty one still has a data pointer).
+inline HostArray zeroed_array(DType dt, std::vector<int64_t> shape) {
+  HostArray a;
+  a.dtype = dt;
+  int64_t numel = 1;
+  for (int64_t s : shape) numel *= s;
+  a.shape = std::move(shape);
+  a.data.assign(std::max<size_t>(1, dtype_size(dt) * (size_t)numel), 0);
+  return a;
+}
 
 struct WindowBatch {
   HostArray tokens, sizes, frames, times, lengths, chunk_lengths;

@@ -223,7 +223,39 @@ def _host(t: torch.Tensor, name: str) -> torch.Tensor:
     return t if t.device.type == "cpu" else t.cpu()  # device -> host copy is the one we make
 
 
-class StreamStates:
+class _CoreStates:
+    """What both C++-owned per-stream states share: a handle on the core object, membership,
+    size, dropping a stream, serialisation."""
+
+    __slots__ = ("_s",)
+
+    @classmethod
+    def _wrap(cls, core_states):
+        obj = cls.__new__(cls)
+        obj._s = core_states
+        return obj
+
+    def streams(self) -> list:
+        return self._s.streams()
+
+    def drop(self, stream_id: str) -> None:
+        self._s.drop(stream_id)
+
+    @property
+    def nbytes(self) -> int:
+        return self._s.nbytes
+
+    def __len__(self) -> int:
+        return len(self._s)
+
+    def __contains__(self, stream_id) -> bool:
+        return stream_id in self._s
+
+    def to_bytes(self) -> bytes:
+        return self._s.to_bytes()
+
+
+class StreamStates(_CoreStates):
     """Carried state of many streams: each stream's last ``max_chunks`` chunks of merged tokens
     [n, C] (float32/16, bfloat16, kept as pushed), sizes [n] float32, frames [n, 2] int64 and
     times [n, 2] float64, in C++-owned memory; ``max_bytes`` bounds the total payload (tokens +
@@ -235,17 +267,11 @@ class StreamStates:
     pickle (versioned format, magic + CRC-32; corrupt input raises ValueError).
     """
 
-    __slots__ = ("_s",)
+    __slots__ = ()
 
     def __init__(self, max_chunks: int = 3, max_bytes: int = 1 << 30) -> None:
         _require_core()
         self._s = _core.StreamStates(int(max_chunks), int(max_bytes))
-
-    @classmethod
-    def _wrap(cls, core_states) -> "StreamStates":
-        obj = cls.__new__(cls)
-        obj._s = core_states
-        return obj
 
     def push(
         self,
@@ -284,16 +310,6 @@ class StreamStates:
     def last_seq(self, stream_id: str) -> int:
         return self._s.last_seq(stream_id)
 
-    def streams(self) -> list:
-        return self._s.streams()
-
-    def drop(self, stream_id: str) -> None:
-        self._s.drop(stream_id)
-
-    @property
-    def nbytes(self) -> int:
-        return self._s.nbytes
-
     @property
     def max_chunks(self) -> int:
         return self._s.max_chunks
@@ -301,15 +317,6 @@ class StreamStates:
     @property
     def max_bytes(self) -> int:
         return self._s.max_bytes
-
-    def __len__(self) -> int:
-        return len(self._s)
-
-    def __contains__(self, stream_id) -> bool:
-        return stream_id in self._s
-
-    def to_bytes(self) -> bytes:
-        return self._s.to_bytes()
 
     @classmethod
     def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "StreamStates":
@@ -342,13 +349,13 @@ class ReuseRecords(NamedTuple):
     age: torch.Tensor  # [S] int64 chunks since the last full recompute; -1 = no record
 
 
-class ReuseStates:
+class ReuseStates(_CoreStates):
     """Static-patch reuse caches (pystream/model/reuse.py), one fixed-size record per stream in
     C++-owned memory beside the carried tokens; ``max_bytes`` bounds them all. ``gather`` stacks
     the records of a batch's streams (optionally onto a device), ``put`` stores new ones (CUDA
     tensors are copied to the host). Serialise with ``to_bytes()`` / ``from_bytes()``."""
 
-    __slots__ = ("_s",)
+    __slots__ = ()
 
     def __init__(self, layers: int, tokens: int, dim: int, tok_dtype: torch.dtype,
                  kv_dtype: torch.dtype, max_bytes: int = 1 << 30) -> None:
@@ -385,12 +392,6 @@ class ReuseStates:
         """Chunks since the stream's last full recompute; KeyError when it has no record."""
         return self._s.age(stream_id)
 
-    def drop(self, stream_id: str) -> None:
-        self._s.drop(stream_id)
-
-    def streams(self) -> list:
-        return self._s.streams()
-
     @property
     def shape(self) -> tuple:
         return tuple(self._s.shape)  # (layers, tokens, dim)
@@ -403,25 +404,10 @@ class ReuseStates:
     def record_bytes(self) -> int:
         return self._s.record_bytes
 
-    @property
-    def nbytes(self) -> int:
-        return self._s.nbytes
-
-    def __len__(self) -> int:
-        return len(self._s)
-
-    def __contains__(self, stream_id) -> bool:
-        return stream_id in self._s
-
-    def to_bytes(self) -> bytes:
-        return self._s.to_bytes()
-
     @classmethod
     def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "ReuseStates":
         _require_core()
-        obj = cls.__new__(cls)
-        obj._s = _core.ReuseStates.from_bytes(bytes(data))
-        return obj
+        return cls._wrap(_core.ReuseStates.from_bytes(bytes(data)))
 
     def __repr__(self) -> str:
         return (f"ReuseStates(streams={len(self)}, record_bytes={self.record_bytes}, "
