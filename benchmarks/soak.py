@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import os
 import random
 import shutil
@@ -124,11 +125,36 @@ class Camera:
             self.next_change = now + self.rng.uniform(40, 100)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def heap_numbers() -> dict:
+    """glibc's view of the heap: what is in use vs held free (fragmentation), in MB.
+
+    A leak grows ``heap_used``; fragmentation grows ``heap_free`` (RSS the allocator keeps but
+    nobody uses); pyarrow's pool and Python's object count tell whose leak it is."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        m = libc.mallinfo2()
+        used, free = (m.uordblks + m.hblkhd) / 2**20, m.fordblks / 2**20
+    except (OSError, AttributeError):
+        used = free = float("nan")
+    import pyarrow as pa
+    return dict(heap_used_mb=used, heap_free_mb=free,
+                arrow_mb=pa.total_allocated_bytes() / 2**20,
+                py_kblocks=sys.getallocatedblocks() / 1000)
+
+
 def proc_numbers() -> dict:
     with open("/proc/self/status") as f:
         rss_kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
     return dict(rss_mb=rss_kb / 1024, fds=len(os.listdir("/proc/self/fd")),
-                threads=len(os.listdir("/proc/self/task")), py_threads=threading.active_count())
+                threads=len(os.listdir("/proc/self/task")), py_threads=threading.active_count(),
+                **heap_numbers())
 
 
 def slope_per_hour(ts, ys) -> float:
@@ -149,6 +175,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-reader", action="store_true", help="no concurrent reader (to bisect)")
     ap.add_argument("--no-files", action="store_true", help="no folder source (to bisect)")
+    ap.add_argument("--malloc-trim", action="store_true",
+                    help="call glibc's malloc_trim(0) before each sample (is the growth held "
+                         "free memory?)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="pystream-soak-"))
@@ -200,8 +229,10 @@ def main():
     reader_stats = collections.Counter()
     reader_errors: list = []
 
+    reader_arc = pystream.open(cfg.archive)
+
     def reader():
-        arc = pystream.open(cfg.archive)
+        arc = reader_arc
         queries = ["a red square moves", "a green circle", "an empty scene", "a blue shape"]
         n = 0
         while not stop.wait(1.0):
@@ -248,7 +279,7 @@ def main():
     t0 = time.monotonic()
     samples = []
     header = ("min  rss_mb  fds thr  frags vers  ckpt_kb cache_mb   rows  pending  reconn gaps "
-              "dropped queries errors cam_cycles")
+              "dropped queries errors cam_cycles  heap_used heap_free arrow_mb py_kblk rcache_mb")
     print(f"soak: {args.cameras} cameras, a file every {args.file_every:g} s, retention "
           f"{args.retention_s:g} s, {args.minutes:g} min; work dir {root}", flush=True)
     print(header, flush=True)
@@ -260,6 +291,8 @@ def main():
                 c.tick(now)
             if now >= next_sample:
                 next_sample += 60
+                if args.malloc_trim:
+                    ctypes.CDLL("libc.so.6").malloc_trim(0)
                 p = proc_numbers()
                 ds = ix.writer.table.to_lance()
                 s = ix.status()
@@ -268,6 +301,8 @@ def main():
                            versions=len(ds.versions()),
                            ckpt_kb=ix.checkpoints.size_bytes() / 1024,
                            cache_mb=(getattr(ix.writer.session, "size_bytes", 0) or 0) / 2**20,
+                           reader_cache_mb=(getattr(reader_arc.session, "size_bytes", 0)
+                                            or 0) / 2**20,
                            rows=ix.writer.table.count_rows(), pending=s["writer"]["pending"],
                            reconnects=sum(src.status().get("reconnects", 0)
                                           for src in ix.sources if hasattr(src, "url")),
@@ -280,7 +315,9 @@ def main():
                       f"{row['pending']:8d} "
                       f"{row['reconnects']:7d} {row['gaps']:4d} {row['dropped']:7d} "
                       f"{reader_stats['queries']:7d} {len(reader_errors):6d} "
-                      f"{sum(c.cycles for c in cams):6d}", flush=True)
+                      f"{sum(c.cycles for c in cams):6d}  {row['heap_used_mb']:9.1f} "
+                      f"{row['heap_free_mb']:9.1f} {row['arrow_mb']:8.1f} "
+                      f"{row['py_kblocks']:7.0f} {row['reader_cache_mb']:8.1f}", flush=True)
             time.sleep(0.2)
     finally:
         stop.set()
@@ -316,7 +353,8 @@ def main():
     print()
     use = [r for r in samples if r["t"] >= args.warmup * 60] or samples
     ts = [r["t"] for r in use]
-    for key in ("rss_mb", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb"):
+    for key in ("rss_mb", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb",
+                "heap_used_mb", "heap_free_mb", "arrow_mb", "py_kblocks", "reader_cache_mb"):
         print(f"{key}_per_hour={slope_per_hour(ts, [r[key] for r in use]):.2f}  "
               f"({key} min {min(r[key] for r in use):.1f}, max {max(r[key] for r in use):.1f}, "
               f"last {use[-1][key]:.1f})")

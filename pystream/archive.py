@@ -31,7 +31,8 @@ from typing import Callable, Sequence
 import lancedb
 import numpy as np
 
-from .store import READER_CACHE_MB, VECTOR_INDEX_NAME, connect, list_table_names, recorded_model
+from .store import (READER_CACHE_MB, VECTOR_INDEX_NAME, bounded_session, connect,
+                    list_table_names, recorded_model)
 
 # Columns returned with each hit: everything except the vector (large and rarely wanted).
 HIT_COLUMNS = ["id", "source", "uri", "level", "start", "end", "model", "thumbnail"]
@@ -242,6 +243,7 @@ class Archive:
         self._model_lock = threading.Lock()
         self._recorded: str | None = None
         self._db = None
+        self.session = None  # the LanceDB session of self._db (bounded caches)
         self._table = None
 
     def __repr__(self) -> str:
@@ -258,7 +260,10 @@ class Archive:
             if is_local and not os.path.isdir(self.uri):
                 raise ArchiveNotFoundError(f"no pystream archive at {self.uri!r} (directory missing)")
             if self._db is None:
-                self._db = connect(self.uri, READER_CACHE_MB,  # bounded caches (store.py)
+                # bounded caches (store.py); kept to report their size (status, soak)
+                self.session = bounded_session(READER_CACHE_MB["index"],
+                                               READER_CACHE_MB["metadata"])
+                self._db = connect(self.uri, READER_CACHE_MB, session=self.session,
                                    read_consistency_interval=self.read_consistency_interval)
             if self.table_name not in list_table_names(self._db):
                 raise ArchiveNotFoundError(

@@ -16,6 +16,7 @@ LanceDB commit and put() replays at most one batch, which the writer's idempoten
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -163,6 +164,26 @@ class CheckpointStore:
                 "SELECT 1 FROM files_done WHERE source = ? AND path = ? AND size = ? AND mtime = ?",
                 (source, os.fspath(path), int(size), float(mtime))).fetchone()
         return row is not None
+
+    def forget_files(self, cutoffs: dict, exists=os.path.exists) -> int:
+        """Drop the done-marks of files that are gone from disk and were indexed before their
+        source's retention cutoff (``cutoffs``: source -> time, None -> every other source), so
+        the database stays bounded while files come and go for months. Their rows are past
+        retention too (a row is never older than its file's mark), so nothing can be indexed
+        twice; a file still on disk keeps its mark (it would be indexed again). Returns how
+        many marks went."""
+        if not cutoffs:
+            return 0
+        default = cutoffs.get(None)
+        with self._lock:
+            rows = self._db.execute("SELECT source, path, done FROM files_done").fetchall()
+        gone = [(src, path) for src, path, done in rows
+                if done < cutoffs.get(src, default if default is not None else -math.inf)
+                and not exists(path)]
+        if gone:
+            with self.transaction():
+                self._db.executemany("DELETE FROM files_done WHERE source = ? AND path = ?", gone)
+        return len(gone)
 
     def mark_file_done(self, source: str, path: str, size: int, mtime: float) -> None:
         with self._lock:

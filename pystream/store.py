@@ -278,7 +278,9 @@ class ClipWriter:
     ``max_pending_rows``: ``wait_for_room`` blocks while this many rows wait (0: no bound);
     ``cancel`` (an Event) lifts the bound, for a daemon that is stopping. ``retention``: a
     ``pystream.retention.RetentionPolicy`` applied in ``maintain``; ``clock`` gives the wall
-    time (rows' ``created``, retention's now: tests pass a fake one).
+    time (rows' ``created``, retention's now: tests pass a fake one). ``after_retention``
+    is called with the policy's cutoffs after each retention pass (the daemon forgets the
+    checkpoints of files that retention made moot).
     """
 
     def __init__(
@@ -301,6 +303,7 @@ class ClipWriter:
         cancel: threading.Event | None = None,
         on_retry: Callable[[], None] | None = None,
         retention=None,
+        after_retention=None,
         clock: Callable[[], float] = time.time,
     ):
         if index_min_rows < 256:
@@ -322,6 +325,7 @@ class ClipWriter:
         self.cancel = cancel
         self.on_retry = on_retry
         self.retention = retention
+        self.after_retention = after_retention
         self.clock = clock
         # Set while wait_for_room() blocks: live sources record a gap instead of waiting.
         self.backpressure = threading.Event()
@@ -543,6 +547,8 @@ class ClipWriter:
         self._last_retention = time.monotonic()
         t0, now = time.monotonic(), self.clock()
         deleted = retention.apply(self._table, policy, now)
+        if self.after_retention is not None:
+            self.after_retention(policy.cutoffs(now))  # e.g. forget gone files' checkpoints
         self.retention_deleted += deleted
         self.last_retention = {"time": now, "deleted": deleted,
                                "seconds": round(time.monotonic() - t0, 3)}

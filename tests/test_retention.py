@@ -216,3 +216,40 @@ def test_prune_cli_dry_run_then_prune(tmp_path):
     cfg.write_text(yaml.safe_dump({"archive": str(arc)}))
     code, _ = run("--dry-run")
     assert code == 2  # no retention configured: says so
+
+
+def test_checkpoints_forget_gone_files_past_retention(tmp_path):
+    """The checkpoint database stays bounded while files come and go: a done-mark goes once its
+    file is gone from disk and its rows are past retention, never before."""
+    from pystream.checkpoint import CheckpointStore
+
+    kept, gone_old, gone_new = (tmp_path / n for n in ("kept.mp4", "gone_old.mp4", "new.mp4"))
+    kept.write_bytes(b"x")
+    with CheckpointStore(tmp_path / "state") as ck:
+        for p in (kept, gone_old, gone_new):
+            ck.mark_file_done("rec", str(p), 1, 1.0)
+        ck.mark_file_done("other", str(gone_old), 1, 1.0)
+        ck._db.execute("UPDATE files_done SET done = ? WHERE path != ?", (NOW - 2 * DAY,
+                                                                          str(gone_new)))
+        ck._db.execute("UPDATE files_done SET done = ? WHERE path = ?", (NOW, str(gone_new)))
+        # "rec" keeps 1 day, every other source 7 days: only rec's old gone file is moot.
+        policy = RetentionPolicy(max_age_s=7 * DAY, per_source={"rec": DAY})
+        assert ck.forget_files(policy.cutoffs(NOW)) == 1
+        assert ck.is_file_done("rec", str(kept), 1, 1.0)  # still on disk: kept
+        assert not ck.is_file_done("rec", str(gone_old), 1, 1.0)
+        assert ck.is_file_done("rec", str(gone_new), 1, 1.0)  # rows not past retention yet
+        assert ck.is_file_done("other", str(gone_old), 1, 1.0)
+        assert ck.forget_files({}) == 0  # no retention: marks kept forever
+
+
+def test_the_writer_hands_retention_cutoffs_on(tmp_path):
+    seen = []
+    clock = Clock(NOW)
+    w = _writer(tmp_path / "a", clock, RetentionPolicy(max_age_s=DAY, interval_s=0),
+                after_retention=seen.append)
+    w.write([ClipRow("s", "rtsp://s", 0, NOW - 2 * DAY - 5, NOW - 2 * DAY, _vec(0)),
+             ClipRow("s", "rtsp://s", 0, NOW - 10, NOW - 5, _vec(1))])
+    w.flush()
+    assert w.apply_retention(force=True) == 1
+    w.close()
+    assert seen and all(c == {None: NOW - DAY} for c in seen)  # close() maintains too
