@@ -175,6 +175,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-reader", action="store_true", help="no concurrent reader (to bisect)")
     ap.add_argument("--no-files", action="store_true", help="no folder source (to bisect)")
+    ap.add_argument("--no-outages", action="store_true",
+                    help="cameras never go down (to bisect)")
     ap.add_argument("--malloc-trim", action="store_true",
                     help="call glibc's malloc_trim(0) before each sample (is the growth held "
                          "free memory?)")
@@ -287,7 +289,7 @@ def main():
     try:
         while time.monotonic() - t0 < args.minutes * 60:
             now = time.monotonic()
-            for c in cams:
+            for c in cams if not args.no_outages else ():
                 c.tick(now)
             if now >= next_sample:
                 next_sample += 60

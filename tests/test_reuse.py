@@ -203,3 +203,33 @@ def test_live_chunks_chain_and_batched_backlog_equals_one_by_one():
     b = StreamingEncoder(m, coarse_windows=0, reuse=settings).encode(chunks)
     assert all(np.abs(x.vector - y.vector).max() < 1e-5 for x, y in zip(a, b))
     assert live.reused_share("cam") > 0.6
+
+
+def test_the_gated_linears_see_a_small_fixed_set_of_row_counts():
+    """Each new bf16 matrix shape costs oneDNN a new kernel (time, and memory kept in its
+    primitive cache), so the recomputed tokens are padded to bucket sizes: however many patches
+    change, the reused layers' linears see only ``bucket_rows`` sizes."""
+    from pystream.model.reuse import bucket_rows
+
+    m = video_model("tiny")
+    rows = []
+
+    def seen(mod, inp, out):  # the gated layers' input is [T, C]; the later ones' [B, N, C]
+        if inp[0].dim() == 2:
+            rows.append(inp[0].shape[0])
+    hooks = [layer.self_attn.q_proj.register_forward_hook(seen) for layer in m.layers]
+    try:
+        enc = StreamingEncoder(m, coarse_windows=0, reuse=ReuseSettings(threshold=0.05))
+        g = torch.Generator().manual_seed(5)
+        for i in range(6):  # a different number of changed patches every chunk
+            px = _static_video(11, 4)
+            n = 1 + 5 * i
+            px[:, :, :n, :] = torch.randn(4, 3, n, 64, generator=g)
+            enc.encode([Chunk("cam", px, [1000.0 + 4 * i + j for j in range(4)], 4 * i, 1.0)])
+    finally:
+        for h in hooks:
+            h.remove()
+    buckets = {bucket_rows(n) for n in range(1, 20000)}
+    assert rows and set(rows) <= buckets, sorted(set(rows))
+    assert len(set(rows)) < len(rows)
+    assert bucket_rows(257) == 288 and bucket_rows(256) == 256 and bucket_rows(3) == 16

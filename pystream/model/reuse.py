@@ -113,6 +113,15 @@ class ReuseState:
             self.records = ReuseStates.from_bytes(blob)  # ValueError names what is corrupt
 
 
+def bucket_rows(n: int, minimum: int = 16) -> int:
+    """``n`` rounded up to one of 8 sizes per power of two (at most 12.5% more, at least
+    ``minimum``): the row counts the bf16 kernels see stay a small fixed set."""
+    if n <= minimum:
+        return minimum
+    step = max(minimum, 1 << max(0, (n - 1).bit_length() - 4))
+    return -(-n // step) * step
+
+
 def run_reused_layers(model, t: Tokens, streams: Sequence[str], chunk_frames: int,
                       state: ReuseState, chained: AbstractSet[str], stop: int,
                       merge_r: int) -> Tokens:
@@ -200,7 +209,14 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     slot = torch.arange(fidx.numel(), device=dev) - torch.repeat_interleave(
         torch.cumsum(counts, 0) - counts, counts)  # position of each token within its frame
 
-    x = h0[fidx, pidx]  # [T, C]: the only tokens that go through the linear layers
+    # The recomputed tokens of all frames run through the linear layers as one [T, C] matrix.
+    # T and D change every batch; each new matrix shape costs oneDNN a new bf16 kernel (6x the
+    # time of a cached call, and ~0.7 MB kept in its primitive cache: a soak grew 400 MB/h), so
+    # both are padded to a few bucket sizes (padding rows are computed and never read).
+    T = fidx.numel()
+    Tp, Dp = bucket_rows(T), min(bucket_rows(D, 8), N)
+    x = h0.new_zeros(Tp, C)
+    x[:T] = h0[fidx, pidx]
     new_k, new_v = [], []
     K = None
     for li, layer in enumerate(layers):
@@ -209,20 +225,21 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
         q, kk, vv = a.q_proj(y), a.k_proj(y), a.v_proj(y)
         K = rec.k[:, li].to(kk.dtype)[sidx]  # [F, N, C] cached, then the fresh keys
         V = rec.v[:, li].to(vv.dtype)[sidx]
-        K[fidx, pidx] = kk
-        V[fidx, pidx] = vv
-        Q = q.new_zeros(Fn, D, C)
-        Q[fidx, slot] = q
+        K[fidx, pidx] = kk[:T]
+        V[fidx, pidx] = vv[:T]
+        Q = q.new_zeros(Fn, Dp, C)
+        Q[fidx, slot] = q[:T]
         o = F.scaled_dot_product_attention(
-            Q.view(Fn, D, H, d).transpose(1, 2), K.view(Fn, N, H, d).transpose(1, 2),
+            Q.view(Fn, Dp, H, d).transpose(1, 2), K.view(Fn, N, H, d).transpose(1, 2),
             V.view(Fn, N, H, d).transpose(1, 2), scale=a.scale)
-        o = o.transpose(1, 2).reshape(Fn, D, C)[fidx, slot]
-        x = x + a.out_proj(o)
+        o_rows = o.new_zeros(Tp, C)
+        o_rows[:T] = o.transpose(1, 2).reshape(Fn, Dp, C)[fidx, slot]
+        x = x + a.out_proj(o_rows)
         x = x + layer.mlp(layer.layer_norm2(x))
         new_k.append(K[lastf])  # what each stream's last frame saw
         new_v.append(V[lastf])
     outs = rec.out.to(x.dtype)[sidx]
-    outs[fidx, pidx] = x
+    outs[fidx, pidx] = x[:T]
     keys = K.view(Fn, N, H, d).mean(2)
 
     # New state: a chained (live) stream's is what its last frame saw (recomputed positions
