@@ -89,7 +89,7 @@ def main() -> int:
         port = free_port()
         procs.append(ffmpeg_udp(Path(media), port, tmp / f"ffmpeg{i}.log").start())
         sources.append({"type": "stream", "name": f"cam{i}",
-                        "url": f"udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=1000000"})
+                        "url": f"udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=32768"})
     cfg = {"archive": str(tmp / "archive"), "state_dir": str(tmp / "state"), "model": "shipped",
            "sample_fps": args.fps, "http": {"enabled": False},
            "log": {"level": "WARNING", "format": "text"}, "sources": sources,

@@ -175,6 +175,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-reader", action="store_true", help="no concurrent reader (to bisect)")
     ap.add_argument("--no-files", action="store_true", help="no folder source (to bisect)")
+    ap.add_argument("--precision", default="auto", help="the encoder's precision (to bisect)")
     ap.add_argument("--no-outages", action="store_true",
                     help="cameras never go down (to bisect)")
     ap.add_argument("--malloc-trim", action="store_true",
@@ -200,7 +201,6 @@ def main():
     write_clip(clip, 30, fps=10, seed=args.seed)
     cams = [Camera(i, clip, root, rng) for i in range(args.cameras)]
     sources = [dict(type="stream", name=f"cam{c.i}", url=f"udp://127.0.0.1:{c.port}",
-                    options={"overrun_nonfatal": "1", "fifo_size": "1000000"},
                     open_timeout_s=5, read_timeout_s=3, stall_timeout_s=5,
                     backoff_initial_s=0.5, backoff_max_s=4) for c in cams]
     if not args.no_files:
@@ -209,6 +209,7 @@ def main():
     cfg = parse_config(dict(
         archive=str(root / "archive"), state_dir=str(root / "state"), model="shipped",
         sample_fps=1.0, coarse_windows=15, sources=sources, http={"enabled": False},
+        precision=args.precision,
         batching={"max_batch_chunks": 32, "max_wait_s": 0.2, "queue_chunks": 128},
         writer={"batch_rows": 256, "flush_interval_s": 1.0, "optimize_interval_s": 30,
                 "keep_versions_s": 120},
@@ -269,6 +270,9 @@ def main():
         folder_feed.files = i
     folder_feed.files = 0
 
+    # A kill (SIGTERM, Ctrl-C) still runs the finally below: the senders are in their own
+    # sessions and would otherwise outlive the soak, loading the box.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for c in cams:
         c.start()
     ix.start()

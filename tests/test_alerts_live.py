@@ -79,7 +79,7 @@ def test_live_camera_alerts_once_per_event_retries_and_survives_kill9(tmp_path):
            "http": {"host": "127.0.0.1", "port": http_port},
            "log": {"level": "INFO", "format": "text"},
            "sources": [{"type": "stream", "name": "cam1",
-                        "url": f"udp://127.0.0.1:{udp}?overrun_nonfatal=1&fifo_size=1000000"}],
+                        "url": f"udp://127.0.0.1:{udp}?overrun_nonfatal=1&fifo_size=32768"}],
            "triggers": [trigger],
            "alerts": {"backoff_initial_s": 0.2, "backoff_max_s": 1.0}}
     config = tmp_path / "config.yaml"

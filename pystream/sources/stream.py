@@ -78,6 +78,9 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "file"
 
 
+UDP_FIFO_PACKETS = 32768
+
+
 def default_options(url: str) -> dict:
     """libav options we want unless the user overrides them."""
     s = _scheme(url)
@@ -85,8 +88,11 @@ def default_options(url: str) -> dict:
         # design.md: with vlc's server TCP-interleaved gave only a few frames.
         return {"rtsp_transport": "udp"}
     if s == "udp":
-        # A slow consumer must not turn a full socket buffer into a fatal error.
-        return {"overrun_nonfatal": "1", "fifo_size": "1000000"}
+        # A slow consumer must not turn a full socket buffer into a fatal error. libav's UDP
+        # ring buffer is fifo_size x 188 bytes and its pages stay resident once written: 1e6
+        # (188 MB) made every camera's RSS creep up at its bitrate until the ring wrapped (half
+        # an hour at 0.8 Mbit/s). 32768 (6 MB) holds 12 s at 4 Mbit/s.
+        return {"overrun_nonfatal": "1", "fifo_size": str(UDP_FIFO_PACKETS)}
     return {}
 
 
