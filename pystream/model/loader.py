@@ -34,9 +34,16 @@ def shipped_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "tiny-clip"
 
 
+def shipped_adapter_dir() -> Path:
+    """The shipped model's TempMe adapter (LoRA + temporal embeddings, adapter.py): 'shipped'
+    is tiny-clip with it, 'shipped-base' without."""
+    return shipped_model_dir() / "adapter"
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> str:
-    """'shipped' (or None) means the bundled model; anything else is returned as given."""
-    if name_or_path in (None, "", "shipped"):
+    """'shipped' / 'shipped-base' (or None) mean the bundled checkpoint (the adapter, if any, is
+    applied by ClipVideoModel.from_pretrained); anything else is returned as given."""
+    if name_or_path in (None, "", "shipped", "shipped-base"):
         return str(shipped_model_dir())
     return str(name_or_path)
 
