@@ -103,6 +103,47 @@ def add_temporal(model, clip_groups=None) -> TemporalEmbeddings:
 # ----------------------------------------------------------------------------- model refs
 
 
+def model_ref_string(value) -> str:
+    """The config's ``model:`` as one string that ``ClipVideoModel.from_pretrained`` and the
+    archive's recorded model both take: a string stays as it is; a mapping ``{base, adapter}``
+    becomes canonical JSON with absolute local paths. Raises AdapterError with a clear message
+    for a bad mapping or adapter directory."""
+    if isinstance(value, str):
+        p = Path(os.path.expanduser(value))
+        if p.is_dir() and (p / "adapter_config.json").exists() and \
+                not (p / "pystream_adapter.json").exists():
+            raise AdapterError(f"model: {value} holds a PEFT adapter that `pystream finetune` did "
+                               "not write (no pystream_adapter.json); pystream loads its own "
+                               "adapters (LoRA + temporal embeddings)")
+        return value
+    if not isinstance(value, dict):
+        raise AdapterError("model: must be a string (shipped, a Hugging Face id, a model or "
+                           "adapter directory) or a mapping {base: ..., adapter: DIR}")
+    unknown = set(value) - {"base", "adapter"}
+    if unknown:
+        raise AdapterError(f"model: unknown key(s) {sorted(unknown)}; a mapping takes 'base' "
+                           "and 'adapter'")
+    base = value.get("base")
+    if not isinstance(base, str) or not base:
+        raise AdapterError("model: a mapping needs 'base' (shipped-base, a Hugging Face id or a "
+                           "model directory)")
+    if base == "shipped":
+        base = "shipped-base"
+    out = {"base": str(Path(os.path.expanduser(base)).resolve())
+           if Path(os.path.expanduser(base)).is_dir() else base}
+    adapter = value.get("adapter")
+    if adapter is not None:
+        a = Path(os.path.expanduser(str(adapter)))
+        if not a.is_dir():
+            raise AdapterError(f"model.adapter: directory {a} does not exist")
+        if not is_adapter_dir(a):
+            raise AdapterError(f"model.adapter: {a} is not a pystream adapter (needs "
+                               "adapter_config.json and pystream_adapter.json, as written by "
+                               "`pystream finetune --out DIR`)")
+        out["adapter"] = str(a.resolve())
+    return json.dumps(out, sort_keys=True)
+
+
 def is_adapter_dir(path) -> bool:
     p = Path(os.path.expanduser(str(path)))
     return p.is_dir() and (p / "adapter_config.json").exists() and \
@@ -126,6 +167,11 @@ def resolve_model_ref(ref, adapter=None) -> Tuple[str, Optional[Path]]:
     or a dict ``{base, adapter}``."""
     from .loader import shipped_adapter_dir, shipped_model_dir
 
+    if isinstance(ref, str) and ref.lstrip().startswith("{"):  # the config's form of a mapping
+        try:
+            ref = json.loads(ref)
+        except ValueError as e:
+            raise AdapterError(f"model: {ref!r} is not a valid {{base, adapter}} mapping ({e})")
     if isinstance(ref, dict):
         unknown = set(ref) - {"base", "adapter"}
         if unknown or "base" not in ref:

@@ -251,6 +251,8 @@ class ClipVideoModel(torch.nn.Module):
             return t
         c0 = schedule.clipme_start(L)
         prop = schedule.proportional_attention
+        if self.temporal is not None:
+            self.temporal.check_schedule(schedule)
         for i in range(start, stop):
             layer = self.layers[i]
             if i < c0 and defer_imgme:
