@@ -1,8 +1,7 @@
 """``pystream finetune``: TempMe's parameter-efficient fine-tuning on (video, caption) pairs.
 
-    pystream finetune --data pairs.csv --model openai/clip-vit-base-patch32 --out my-adapter
-
-Trains LoRA on q/k/v of both towers (the ``peft`` library, ``pip install 'pystream[train]'``) and
+Command line: ``pystream finetune --data pairs.csv --model openai/clip-vit-base-patch32
+--out my-adapter`` (README.md, "Fine-tuning", has a runnable example). Trains LoRA on q/k/v of both towers (the ``peft`` library, ``pip install 'pystream[train]'``) and
 TempMe's temporal embeddings (pystream/model/adapter.py), with merging in the loop (the video
 forward is ``ClipVideoModel.encode_video`` under the TempMe schedule, gradients through the
 merges), loss = symmetric InfoNCE over the batch's video-text pairs; optionally each video's
