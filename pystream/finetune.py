@@ -320,6 +320,7 @@ class Settings:
     reverse_negatives: bool
     weight_decay: float
     val_fraction: float
+    temporal_lr_mult: float = 1.0
 
     def key(self) -> dict:
         return dict(vars(self))
@@ -360,7 +361,7 @@ def run(args) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = Settings(args.model, str(args.data), args.rank, args.alpha, args.lr, args.batch,
                         args.epochs, args.seed, args.schedule, args.reverse_negatives,
-                        args.weight_decay, args.val_fraction)
+                        args.weight_decay, args.val_fraction, args.temporal_lr_mult)
     done_file = out / "finetune.json"
     state_file = out / STATE
     if done_file.exists() and not state_file.exists():
@@ -392,8 +393,14 @@ def run(args) -> dict:
 
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay,
-                            betas=(0.9, 0.98), eps=1e-6)
+    temporal = list(model.temporal.parameters())
+    lora = [p for p in params if all(p is not q for q in temporal)]
+    # The temporal embeddings start at zero and must grow to the scale of the hidden states:
+    # they may take a larger learning rate (--temporal-lr-mult).
+    opt = torch.optim.AdamW([{"params": lora, "mult": 1.0},
+                             {"params": temporal, "mult": args.temporal_lr_mult}],
+                            lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.98),
+                            eps=1e-6)
     amp = _amp(args.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp[2] else None
     step, history = 0, []
@@ -438,7 +445,7 @@ def run(args) -> dict:
             lr = args.lr * min(1.0, (step + 1) / warmup) * (
                 0.5 * (1 + math.cos(math.pi * max(0, step - warmup) / max(1, total - warmup))))
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("mult", 1.0)
             x = tr.frames[torch.as_tensor(idx)].to(device)
             with torch.autocast(device.split(":")[0], dtype=amp[1], enabled=amp[0]):
                 v = model.encode_video(x)
@@ -542,6 +549,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--temporal-lr-mult", type=float, default=1.0,
+                   help="learning rate of the temporal embeddings / --lr")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank")
     p.add_argument("--alpha", type=float, default=32.0, help="LoRA alpha (scaling alpha/rank)")
     p.add_argument("--schedule", default="default", help="TempMe preset trained with")
