@@ -272,9 +272,14 @@ def trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def info_nce(t, v, scale, v_neg=None):
+def info_nce(t, v, scale, v_neg=None, rev_rows=None, rev_weight: float = 0.0):
     """Symmetric InfoNCE over matched rows of t, v (L2-normalised); ``v_neg`` [M, D] are extra
-    videos that are negatives for every text (text-to-video direction only)."""
+    videos that are negatives for every text (text-to-video direction only). With
+    ``rev_rows`` (the row of t each v_neg reverses) and ``rev_weight`` > 0, plus that weight
+    times a two-way cross-entropy: each of those texts against its own video and its video's
+    time reverse. In a batch of 32 the reversed copy is one negative among 60 and most of
+    the loss is captions that fit several videos; the pairwise term keeps the order signal
+    from drowning."""
     import torch
     import torch.nn.functional as F
 
@@ -282,7 +287,12 @@ def info_nce(t, v, scale, v_neg=None):
     target = torch.arange(len(t), device=t.device)
     t2v = logits if v_neg is None or len(v_neg) == 0 else \
         torch.cat([logits, scale * t @ v_neg.T], dim=1)
-    return 0.5 * (F.cross_entropy(t2v, target) + F.cross_entropy(logits.T, target))
+    loss = 0.5 * (F.cross_entropy(t2v, target) + F.cross_entropy(logits.T, target))
+    if rev_weight and v_neg is not None and len(v_neg):
+        r = torch.as_tensor(rev_rows, device=t.device)
+        pair = torch.stack([(t[r] * v[r]).sum(-1), (t[r] * v_neg).sum(-1)], dim=1) * scale
+        loss = loss + rev_weight * F.cross_entropy(pair, torch.zeros_like(r))
+    return loss
 
 
 def _amp(kind: str, device: str):
@@ -321,6 +331,7 @@ class Settings:
     weight_decay: float
     val_fraction: float
     temporal_lr_mult: float = 1.0
+    reverse_weight: float = 1.0
 
     def key(self) -> dict:
         return dict(vars(self))
@@ -361,7 +372,8 @@ def run(args) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = Settings(args.model, str(args.data), args.rank, args.alpha, args.lr, args.batch,
                         args.epochs, args.seed, args.schedule, args.reverse_negatives,
-                        args.weight_decay, args.val_fraction, args.temporal_lr_mult)
+                        args.weight_decay, args.val_fraction, args.temporal_lr_mult,
+                        args.reverse_weight)
     done_file = out / "finetune.json"
     state_file = out / STATE
     if done_file.exists() and not state_file.exists():
@@ -460,7 +472,8 @@ def run(args) -> dict:
                                   enc["attention_mask"].to(device))
             nrm = torch.nn.functional.normalize
             loss = info_nce(nrm(t.float(), dim=-1), nrm(v.float(), dim=-1), scale,
-                            None if vn is None else nrm(vn.float(), dim=-1))
+                            None if vn is None else nrm(vn.float(), dim=-1),
+                            rev if vn is not None else None, args.reverse_weight)
             opt.zero_grad(set_to_none=True)
             if scaler:
                 scaler.scale(loss).backward()
@@ -557,6 +570,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reverse-negatives", action=argparse.BooleanOptionalAction, default=True,
                    help="add each clip's time-reversed copy as a negative (default on; a "
                    "synthetic manifest's 'cross' clips, symmetric in time, are left out)")
+    p.add_argument("--reverse-weight", type=float, default=1.0,
+                   help="weight of the pairwise term: caption vs its clip and the clip's time "
+                   "reverse (with --reverse-negatives)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
