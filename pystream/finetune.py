@@ -243,8 +243,10 @@ def split_rows(rows: List[Row], val_fraction: float, seed: int):
 # ----------------------------------------------------------------------------- model
 
 
-def build_trainable(base: str, rank: int, alpha: float, schedule="default", device="cpu"):
-    """(ClipVideoModel with peft LoRA injected and zero temporal embeddings, LoraConfig)."""
+def build_trainable(base: str, rank: int, alpha: float, schedule="default", device="cpu",
+                    targets=None):
+    """(ClipVideoModel with peft LoRA injected and zero temporal embeddings, LoraConfig).
+    ``targets``: module names LoRA wraps (default q_proj, k_proj, v_proj, TempMe's choice)."""
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -259,7 +261,7 @@ def build_trainable(base: str, rank: int, alpha: float, schedule="default", devi
                          f"(its base: {ckpt})")
     model = ClipVideoModel.from_pretrained(ckpt, schedule=schedule)
     model.requires_grad_(False)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LORA_TARGETS),
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets or LORA_TARGETS),
                      lora_dropout=0.0, bias="none")
     inject_adapter_in_model(cfg, model.clip)
     for n, p in model.clip.named_parameters():
@@ -332,6 +334,7 @@ class Settings:
     val_fraction: float
     temporal_lr_mult: float = 1.0
     reverse_weight: float = 1.0
+    lora_targets: str = "q_proj,k_proj,v_proj"
 
     def key(self) -> dict:
         return dict(vars(self))
@@ -373,7 +376,7 @@ def run(args) -> dict:
     settings = Settings(args.model, str(args.data), args.rank, args.alpha, args.lr, args.batch,
                         args.epochs, args.seed, args.schedule, args.reverse_negatives,
                         args.weight_decay, args.val_fraction, args.temporal_lr_mult,
-                        args.reverse_weight)
+                        args.reverse_weight, args.lora_targets)
     done_file = out / "finetune.json"
     state_file = out / STATE
     if done_file.exists() and not state_file.exists():
@@ -384,7 +387,8 @@ def run(args) -> dict:
 
     rows, problems = read_rows(args.data)
     torch.manual_seed(args.seed)
-    model, lcfg = build_trainable(args.model, args.rank, args.alpha, args.schedule, device)
+    model, lcfg = build_trainable(args.model, args.rank, args.alpha, args.schedule, device,
+                                  args.lora_targets.split(","))
     size = model.image_size
     tr_rows, va_rows = split_rows(rows, args.val_fraction, args.seed)
     if args.limit:
@@ -566,6 +570,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning rate of the temporal embeddings / --lr")
     p.add_argument("--rank", type=int, default=16, help="LoRA rank")
     p.add_argument("--alpha", type=float, default=32.0, help="LoRA alpha (scaling alpha/rank)")
+    p.add_argument("--lora-targets", default="q_proj,k_proj,v_proj",
+                   help="comma-separated linear layers LoRA wraps in both towers (TempMe: q, k, "
+                   "v; add out_proj,fc1,fc2 for the MLPs: with them frozen, a token's features "
+                   "stay linear in its temporal embedding, see the shipped adapter's TRAINING.md)")
     p.add_argument("--schedule", default="default", help="TempMe preset trained with")
     p.add_argument("--reverse-negatives", action=argparse.BooleanOptionalAction, default=True,
                    help="add each clip's time-reversed copy as a negative (default on; a "

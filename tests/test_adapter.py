@@ -46,10 +46,11 @@ def test_zero_initialised_parts_are_the_training_free_forward_exactly(schedule):
         assert torch.equal(model.encode_video(x, schedule="off"), off0)
 
 
-def _perturbed(schedule="default"):
+def _perturbed(schedule="default", targets=None):
     from pystream.finetune import build_trainable
 
-    model, cfg = build_trainable("shipped-base", rank=4, alpha=8, schedule=schedule)
+    model, cfg = build_trainable("shipped-base", rank=4, alpha=8, schedule=schedule,
+                                 targets=targets)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -89,6 +90,17 @@ def test_adapter_round_trip(tmp_path):
         pt = torch.nn.functional.normalize(
             text_features(pm.base_model.model, enc["input_ids"], enc["attention_mask"]), dim=-1)
     assert torch.allclose(pt, t, atol=2e-5)
+
+
+def test_adapter_round_trip_with_mlp_targets(tmp_path):
+    model, cfg = _perturbed(targets=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+    x = _frames(3, n=1)
+    out = save_adapter(model, tmp_path / "ad", "shipped-base", cfg)
+    assert oct((out / "adapter_model.safetensors").stat().st_mode & 0o044) == oct(0o044)
+    loaded = ClipVideoModel.from_pretrained(str(out))
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode_video(x), model.encode_video(x), atol=2e-5)
+        assert torch.allclose(loaded.encode_text(TEXTS), model.encode_text(TEXTS), atol=2e-5)
 
 
 def test_temporal_embeddings_only_model_round_trip(tmp_path):

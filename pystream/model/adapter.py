@@ -239,10 +239,13 @@ def save_adapter(model, out_dir, base: str, lora_config=None, extra: Optional[di
                    for j, e in enumerate(model.temporal.embeddings)},
                   str(out / "temporal.safetensors.tmp"))
         tmp.append("temporal.safetensors")
-    for name in tmp:
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in tmp:  # safetensors writes 0600; an adapter is as readable as any other file
+        os.chmod(out / f"{name}.tmp", 0o666 & ~umask)
         os.replace(out / f"{name}.tmp", out / name)
     meta = {"format": ADAPTER_FORMAT, "base": base, "clip_groups": groups,
-            "lora_targets": list(LORA_TARGETS) if lora_config is not None else [],
+            "lora_targets": sorted(lora_config.target_modules) if lora_config is not None else [],
             **(extra or {})}
     (out / "pystream_adapter.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
