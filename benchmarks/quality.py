@@ -1,7 +1,8 @@
 """Text-to-video search quality on the synthetic benchmark's test split, and its cost.
 
-    python benchmarks/quality.py          # shipped model; seeds 0,1,2 x 300 test videos x 4
-                                          # paraphrase queries each (1200 queries per seed)
+    python benchmarks/quality.py          # shipped (training-free rows) + shipped-tempme (ft-*
+                                          # rows); seeds 0,1,2 x 300 test videos x 4 paraphrase
+                                          # queries each (1200 queries per seed)
     python benchmarks/quality.py --seeds 0 --queries canonical   # one seed, one query a video
     python benchmarks/quality.py --model DIR --n-test 600
 
@@ -15,10 +16,10 @@ video), and embedded by each mode:
                     (all videos' j-th chunks in one batched call), then finish(); the level-0
                     window embedding is the video's embedding
     fast, fast-stream   the same two with the fast preset
-    ft-*            the same modes on the fine-tuned model (--model; the shipped default is
-                    tiny-clip + its TempMe adapter: LoRA on q/k/v and temporal embeddings, see
-                    pystream/model/adapter.py); the rows above run on --baseline (shipped-base:
-                    the same checkpoint, training-free)
+    ft-*            the same modes on the fine-tuned model (--model, default shipped-tempme:
+                    tiny-clip + its TempMe adapter, LoRA on q/k/v and temporal embeddings, see
+                    pystream/model/adapter.py); the rows above run on --baseline (shipped: the
+                    same checkpoint, training-free)
 
 Direction test (--model and --baseline, TempMe default, offline): each query of a video whose
 object moves (events move and stop) is scored against its own video and against the same video
@@ -343,10 +344,10 @@ def _spread(values: List[float]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="shipped",
-                   help="'shipped' (tiny-clip + its TempMe adapter), a hub id, a model or adapter "
-                        "directory; with an adapter its rows are the ft-* ones")
-    p.add_argument("--baseline", default="shipped-base",
+    p.add_argument("--model", default="shipped-tempme",
+                   help="'shipped-tempme' (tiny-clip + its TempMe adapter), 'shipped', a hub id, a "
+                        "model or adapter directory; with an adapter its rows are the ft-* ones")
+    p.add_argument("--baseline", default="shipped",
                    help="the training-free model of the per-frame/tempme/fast rows when --model "
                         "has an adapter ('' to skip)")
     p.add_argument("--seeds", default="0,1,2",

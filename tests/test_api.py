@@ -109,9 +109,10 @@ def test_writer_records_the_model_portably(tmp_path, model_dir):
     from pystream.model.loader import shipped_model_dir
 
     assert portable_model_ref("shipped") == "shipped"
-    # The checkpoint directory alone is the training-free base ('shipped' adds its adapter).
-    assert portable_model_ref("shipped-base") == "shipped-base"
-    assert portable_model_ref(str(shipped_model_dir())) == "shipped-base"
+    assert portable_model_ref(str(shipped_model_dir())) == "shipped"
+    # tiny-clip with its TempMe adapter (pystream/model/adapter.py)
+    assert portable_model_ref("shipped-tempme") == "shipped-tempme"
+    assert portable_model_ref(str(shipped_model_dir() / "adapter")) == "shipped-tempme"
     assert portable_model_ref("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
     rel = os.path.relpath(model_dir)
     assert portable_model_ref(rel) == os.path.realpath(model_dir)

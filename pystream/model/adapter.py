@@ -41,6 +41,10 @@ from typing import Optional, Tuple
 import torch
 
 ADAPTER_FORMAT = 1
+# tiny-clip with its TempMe adapter (pystream/assets/tiny-clip/adapter). 'shipped' (and its alias
+# 'shipped-base') stays the training-free checkpoint: the adapter did not beat it on R@1 (see its
+# TRAINING.md), and archives recorded as 'shipped' hold that checkpoint's vectors.
+SHIPPED_TEMPME = "shipped-tempme"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj")
 PEFT_PREFIX = "base_model.model."
 
@@ -127,8 +131,9 @@ def model_ref_string(value) -> str:
     if not isinstance(base, str) or not base:
         raise AdapterError("model: a mapping needs 'base' (shipped-base, a Hugging Face id or a "
                            "model directory)")
-    if base == "shipped":
-        base = "shipped-base"
+    if base == SHIPPED_TEMPME:
+        raise AdapterError(f"model.base: {SHIPPED_TEMPME} already carries an adapter; use "
+                           "base: shipped")
     out = {"base": str(Path(os.path.expanduser(base)).resolve())
            if Path(os.path.expanduser(base)).is_dir() else base}
     adapter = value.get("adapter")
@@ -155,7 +160,7 @@ def _base_of(adapter_dir: Path) -> str:
     base = meta.get("base_model_name_or_path")
     if not base:
         raise AdapterError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path")
-    if base in ("shipped", "shipped-base") or not base.startswith((".", "/", "~")):
+    if base in ("shipped", "shipped-base", SHIPPED_TEMPME) or not base.startswith((".", "/", "~")):
         return base
     p = Path(os.path.expanduser(base))
     return str(p if p.is_absolute() else (adapter_dir / p).resolve())
@@ -163,8 +168,8 @@ def _base_of(adapter_dir: Path) -> str:
 
 def resolve_model_ref(ref, adapter=None) -> Tuple[str, Optional[Path]]:
     """``(base checkpoint, adapter dir or None)`` for a ``model:`` value: a string (checkpoint,
-    'shipped' = tiny-clip with its adapter, 'shipped-base' = without, or an adapter directory)
-    or a dict ``{base, adapter}``."""
+    'shipped' / 'shipped-base' = tiny-clip, 'shipped-tempme' = tiny-clip with its adapter, or an
+    adapter directory) or a dict ``{base, adapter}``."""
     from .loader import shipped_adapter_dir, shipped_model_dir
 
     if isinstance(ref, str) and ref.lstrip().startswith("{"):  # the config's form of a mapping
@@ -181,12 +186,14 @@ def resolve_model_ref(ref, adapter=None) -> Tuple[str, Optional[Path]]:
             raise AdapterError("give the adapter once: in model: {base, adapter} or as adapter=")
         ref, adapter = ref["base"], ref.get("adapter")
     ref = "shipped" if ref in (None, "") else ref
-    if ref == "shipped":
+    if ref == SHIPPED_TEMPME:
+        if adapter is not None:
+            raise AdapterError(f"{SHIPPED_TEMPME} already carries its adapter; use base: shipped")
         ad = shipped_adapter_dir()
-        if adapter is None and is_adapter_dir(ad):
-            return str(shipped_model_dir()), ad
-        ref = "shipped-base"
-    if ref == "shipped-base":
+        if not is_adapter_dir(ad):
+            raise AdapterError(f"{SHIPPED_TEMPME}: the adapter directory {ad} is missing")
+        return str(shipped_model_dir()), ad
+    if ref in ("shipped", "shipped-base"):
         ref = str(shipped_model_dir())
     if adapter is None and is_adapter_dir(ref):
         adapter = Path(os.path.expanduser(str(ref)))
