@@ -89,7 +89,8 @@ setup(
     python_requires=">=3.9",
     # Data files inside the package. Folders without __init__.py are not packages, so their
     # files are listed here from the top package (setuptools takes ** since v62.3).
-    package_data={"pystream": ["assets/tiny-clip/*", "web/**/*", "static/**/*"]},
+    package_data={"pystream": ["assets/tiny-clip/*", "assets/tiny-clip/adapter/*", "web/**/*",
+                              "static/**/*"]},
     ext_modules=[CMakeExtension("pystream._core", sourcedir=str(ROOT))],
     cmdclass={"build_ext": CMakeBuild, "build_py": BuildPy},
     zip_safe=False,

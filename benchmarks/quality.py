@@ -1,7 +1,8 @@
 """Text-to-video search quality on the synthetic benchmark's test split, and its cost.
 
-    python benchmarks/quality.py          # shipped model; seeds 0,1,2 x 300 test videos x 4
-                                          # paraphrase queries each (1200 queries per seed)
+    python benchmarks/quality.py          # shipped (training-free rows) + shipped-tempme (ft-*
+                                          # rows); seeds 0,1,2 x 300 test videos x 4 paraphrase
+                                          # queries each (1200 queries per seed)
     python benchmarks/quality.py --seeds 0 --queries canonical   # one seed, one query a video
     python benchmarks/quality.py --model DIR --n-test 600
 
@@ -15,6 +16,16 @@ video), and embedded by each mode:
                     (all videos' j-th chunks in one batched call), then finish(); the level-0
                     window embedding is the video's embedding
     fast, fast-stream   the same two with the fast preset
+    ft-*            the same modes on the fine-tuned model (--model, default shipped-tempme:
+                    tiny-clip + its TempMe adapter, LoRA on q/k/v and temporal embeddings, see
+                    pystream/model/adapter.py); the rows above run on --baseline (shipped: the
+                    same checkpoint, training-free)
+
+Direction test (--model and --baseline, TempMe default, offline): each query of a video whose
+object moves (events move and stop) is scored against its own video and against the same video
+played backwards; the share where its own video scores strictly higher (a tie counts as wrong).
+A per-frame mean is exactly order-blind (50% means guessing is impossible: ties are wrong, so it
+scores 0). The same test is reported for appear / disappear and colour-change videos.
 
 Queries: every paraphrase of each test video's caption (--queries paraphrases, the default:
 4 per video), or only its canonical caption (--queries canonical); the match is that video.
@@ -49,6 +60,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pystream import synth  # noqa: E402
+from pystream.synthetic.videos import N_PARAPHRASES  # noqa: E402
 from pystream.model.schedule import schedule_from_config, streaming_window_macs  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
 from pystream.synthetic.metrics import chance_r_at_k, retrieval_metrics  # noqa: E402
@@ -118,6 +130,18 @@ def stream_config_embeddings(model: ClipVideoModel, frames: torch.Tensor, schedu
 
 EMBEDDERS: Dict[str, Callable] = {"offline": offline_embeddings, "stream": stream_embeddings,
                                   "stream-config": stream_config_embeddings}
+
+# Rows of the fine-tuned model (same paths; MACs are the base model's: LoRA is merged into the
+# weights and the temporal embeddings are one add per ClipMe layer).
+FT_MODES = [
+    ("ft-per-frame", "off", "offline"),
+    ("ft-tempme", "default", "offline"),
+    ("ft-tempme-stream", "default", "stream"),
+    ("ft-default-config-stream", "default", "stream-config"),
+    ("ft-fast", "fast", "offline"),
+]
+REVERSAL_EVENTS = {"direction": ("move", "stop"), "appear_disappear": ("appear", "disappear"),
+                   "colour_change": ("change_colour",)}
 
 # (row name, schedule preset, embedder)
 MODES = [
@@ -269,6 +293,25 @@ def reversal_similarity(model: ClipVideoModel, frames: torch.Tensor, schedule: s
     return float((a * b).sum(-1).mean())
 
 
+@torch.no_grad()
+def reversal_test(model: ClipVideoModel, frames: torch.Tensor, labels: List[dict],
+                  captions: List[str], targets: List[int], schedule: str = "default",
+                  batch: int = 32) -> dict:
+    """For each group of REVERSAL_EVENTS: (queries whose own video outscores its time reverse,
+    queries) over the queries of videos with those events (ties count as wrong)."""
+    fwd = offline_embeddings(model, frames, schedule, batch)
+    rev = offline_embeddings(model, frames.flip(1), schedule, batch)
+    text = F.normalize(model.encode_text(captions).float(), dim=-1)
+    t = torch.as_tensor(targets)
+    s_fwd = (text.double() * fwd[t].double()).sum(-1)
+    s_rev = (text.double() * rev[t].double()).sum(-1)
+    out = {}
+    for name, events in REVERSAL_EVENTS.items():
+        sel = torch.as_tensor([labels[i]["event"] in events for i in targets])
+        out[name] = (int((s_fwd > s_rev)[sel].sum()), int(sel.sum()))
+    return out
+
+
 def format_table(rows: List[dict], n: int, oracle: tuple = (),
                  queries: str = "one caption query each") -> str:
     off = next(r for r in rows if r["schedule"] == "off")
@@ -301,7 +344,12 @@ def _spread(values: List[float]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="shipped", help="'shipped', a hub id or a model directory")
+    p.add_argument("--model", default="shipped-tempme",
+                   help="'shipped-tempme' (tiny-clip + its TempMe adapter), 'shipped', a hub id, a "
+                        "model or adapter directory; with an adapter its rows are the ft-* ones")
+    p.add_argument("--baseline", default="shipped",
+                   help="the training-free model of the per-frame/tempme/fast rows when --model "
+                        "has an adapter ('' to skip)")
     p.add_argument("--seeds", default="0,1,2",
                    help="dataset seeds, comma separated; figures are given over all of them "
                         "(mean, min-max, sd)")
@@ -309,7 +357,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=300, help="test videos per seed")
     p.add_argument("--queries", choices=("paraphrases", "canonical"), default="paraphrases",
                    help="paraphrases: every caption paraphrase of a video is a query "
-                        f"({synth.N_PARAPHRASES} per video); canonical: one caption per video")
+                        f"({N_PARAPHRASES} per video); canonical: one caption per video")
     p.add_argument("--data", default=None,
                    help="dataset directory (default: a cache dir per seed; one seed only)")
     p.add_argument("--threads", type=int, default=2)
@@ -324,6 +372,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     model = ClipVideoModel.from_pretrained(args.model)
+    tuned = getattr(model, "adapter_dir", None) is not None
+    base = ClipVideoModel.from_pretrained(args.baseline) if (tuned and args.baseline) else None
+    if tuned and base is None:
+        raise SystemExit("--baseline '' with a fine-tuned --model: the table needs the per-frame "
+                         "baseline row")
+    runs = [(base, MODES), (model, FT_MODES)] if tuned else [(model, MODES)]
     size = model.image_size
     per_seed = []
     for seed in seeds:
@@ -341,11 +395,23 @@ def main(argv=None) -> int:
                  f"{len(captions) / n:g} per video)")
         print(f"model {args.model}; seed {seed}: {n} test videos from {data} "
               f"(decoded at {FPS:g} fps, {size}px) in {time.perf_counter() - t0:.0f}s; {qdesc}")
-        rows = run(model, split.frames, captions, batch=args.batch, targets=targets)
+        rows = []
+        for m_, modes_ in runs:
+            rows += run(m_, split.frames, captions, modes=modes_, batch=args.batch,
+                        targets=targets)
+        reversal = {}
+        for tag, m_ in (("base", base if tuned else model), ("ft", model if tuned else None)):
+            if m_ is not None:
+                reversal[tag] = reversal_test(m_, split.frames, split.labels, captions, targets,
+                                              batch=args.batch)
         print()
         oracle = (oracle_r1(split.labels, captions, targets=targets),
                   oracle_r1(split.labels, captions, order_blind=True, targets=targets))
         print(format_table(rows, n, oracle, queries=qdesc))
+        for tag, rv in reversal.items():
+            print(f"reversal test ({'fine-tuned' if tag == 'ft' else 'training-free'}, tempme "
+                  "offline; own video outscores its time reverse): " + ", ".join(
+                      f"{k} {100 * a / max(b, 1):.1f}% of {b}" for k, (a, b) in rv.items()))
         if args.reversal:
             print()
             for sched in ("off", "default", "fast"):
@@ -353,7 +419,8 @@ def main(argv=None) -> int:
                       f"{reversal_similarity(model, split.frames, sched, args.batch):.4f}")
         print()
         per_seed.append({"seed": seed, "n_test": n, "n_queries": len(captions), "rows": rows,
-                         "oracle_r1": oracle[0], "oracle_r1_order_blind": oracle[1]})
+                         "oracle_r1": oracle[0], "oracle_r1_order_blind": oracle[1],
+                         "reversal": reversal})
 
     modes = [r["mode"] for r in per_seed[0]["rows"]]
     summary = {m: {k: _spread([next(r for r in ps["rows"] if r["mode"] == m)[k]
@@ -379,8 +446,20 @@ def main(argv=None) -> int:
         "mac_ratio_fast": by["per-frame"]["macs"] / by["fast"]["macs"],
         "mac_ratio_fast_stream": by["per-frame"]["macs_stream"] / by["fast-stream"]["macs_stream"],
     }
-    result = {"model": args.model, "seeds": seeds, "queries": args.queries,
-              "per_seed": per_seed, "summary": summary,
+    if tuned:
+        macs["mac_ratio_finetuned"] = by["per-frame"]["macs"] / by["ft-tempme"]["macs"]
+        macs["mac_ratio_finetuned_stream"] = (by["per-frame"]["macs_stream"]
+                                              / by["ft-tempme-stream"]["macs_stream"])
+    reversal = {}
+    for tag in per_seed[0]["reversal"]:
+        for k in REVERSAL_EVENTS:
+            a = sum(ps["reversal"][tag][k][0] for ps in per_seed)
+            b = sum(ps["reversal"][tag][k][1] for ps in per_seed)
+            reversal[f"{k}_acc" + ("" if tag == "ft" or not tuned else "_base")] = \
+                (100.0 * a / max(b, 1), b)
+    result = {"model": args.model, "baseline": args.baseline if tuned else None,
+              "seeds": seeds, "queries": args.queries,
+              "per_seed": per_seed, "summary": summary, "reversal": reversal,
               "oracle_r1": oracle_s, "oracle_r1_order_blind": oracle_b, **macs}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -388,6 +467,10 @@ def main(argv=None) -> int:
     keys = {"per-frame": "r1_perframe", "tempme": "r1_tempme", "tempme-stream": "r1_stream",
             "default-config-stream": "r1_default_config_stream",
             "fast": "r1_fast", "fast-stream": "r1_fast_stream"}
+    if tuned:
+        keys.update({"ft-per-frame": "r1_finetuned_perframe", "ft-fast": "r1_finetuned_fast",
+                     "ft-default-config-stream": "r1_finetuned_default_config_stream",
+                     "ft-tempme": "r1_finetuned", "ft-tempme-stream": "r1_finetuned_stream"})
     for m, key in keys.items():
         r = summary[m]["r1"]
         print(f"{key}={r['mean']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}, sd {r['sd']:.2f}, "
@@ -395,6 +478,23 @@ def main(argv=None) -> int:
     print(f"oracle_r1={oracle_s['mean']:.2f} (min {oracle_s['min']:.2f}, max {oracle_s['max']:.2f})")
     for k, v in macs.items():
         print(f"{k}={v:.3f}")
+    if tuned:
+        print(f"r1_ratio={summary['ft-tempme']['r1']['mean'] / summary['tempme']['r1']['mean']:.2f} "
+              "(fine-tuned TempMe / training-free TempMe, same checkpoint)")
+        gap = abs(summary["ft-tempme-stream"]["r1"]["mean"] - summary["ft-tempme"]["r1"]["mean"])
+        print(f"stream_offline_gap={gap:.2f} (R@1 points)")
+    for k, (v, b) in sorted(reversal.items()):
+        if k != "direction_acc":
+            print(f"{k}={v:.1f} ({b} queries)")
+    if "direction_acc" in reversal:
+        v, b = reversal["direction_acc"]
+        print(f"direction_acc={v:.1f} ({b} queries on moving-object videos: own video vs its "
+              "time reverse)")
+    if tuned:
+        for key in ("r1_finetuned", "r1_finetuned_stream"):
+            m = {v: k for k, v in keys.items()}[key]
+            print(f"{key}={summary[m]['r1']['mean']:.2f}")
+    print(f"n_queries={nq}")
     return 0
 
 if __name__ == "__main__":

@@ -508,6 +508,24 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    """TempMe fine-tuning (LoRA + temporal embeddings) on (video, caption) pairs: see
+    pystream/finetune.py."""
+    from . import finetune
+
+    argv = [a for a in (args.finetune_argv or [])]
+    args.argv = argv
+    try:
+        finetune.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise CliError(f"finetune: {e}", EXIT_CONFIG) from None
+    except RuntimeError as e:
+        if "peft" in str(e):
+            raise CliError(str(e), EXIT_CONFIG) from None
+        raise
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -593,11 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
     common(pr)
     pr.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
     pr.set_defaults(fn=cmd_prune)
+    ft = sub.add_parser("finetune", help="train a TempMe adapter (LoRA + temporal embeddings) "
+                        "on (video, caption) pairs; model: DIR then uses it")
+    from .finetune import add_arguments
+
+    add_arguments(ft)
+    ft.set_defaults(fn=cmd_finetune)
     return p
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.finetune_argv = argv[1:] if argv and argv[0] == "finetune" else None
     try:
         return int(args.fn(args) or 0)
     except CliError as e:

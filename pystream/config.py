@@ -330,7 +330,10 @@ class Config(_Strict):
     archive: str = "./pystream-data/archive"  # LanceDB directory or URI
     table: str = "clips"
     state_dir: str = "./pystream-data/state"  # checkpoints + status.json
-    model: str = "shipped"  # 'shipped', a Hugging Face id, or a local model directory
+    # 'shipped' (tiny-clip + its TempMe adapter), 'shipped-base', a Hugging Face id, a local
+    # model directory, an adapter directory (pystream finetune --out), or a mapping
+    # {base: ..., adapter: DIR}; stored as one string (a mapping as canonical JSON).
+    model: str = "shipped"
     device: str = "cpu"
     threads: Optional[int] = Field(default=None, ge=1)  # torch intra-op threads
     merge: MergeConfig = Field(default_factory=MergeConfig)
@@ -351,6 +354,13 @@ class Config(_Strict):
     # Standing queries: alerts when a committed window matches (pystream/alerts/).
     triggers: List[TriggerConfig] = Field(default_factory=list)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_ref(cls, v):
+        from .model.adapter import model_ref_string
+
+        return model_ref_string(v)
 
     @field_validator("merge", mode="before")
     @classmethod

@@ -81,15 +81,18 @@ def portable_model_ref(model_id) -> str | None:
     if model_id is None or str(model_id) == "":
         return None
     ref = str(model_id)
-    if ref == "shipped":
+    if ref in ("shipped", "shipped-base", "shipped-tempme"):
         return ref
     path = os.path.expanduser(ref)
     if os.path.isdir(path):
-        from .model.loader import shipped_model_dir
+        from .model.loader import shipped_adapter_dir, shipped_model_dir
 
         real = os.path.realpath(path)
+        # The checkpoint directory alone is 'shipped'; its adapter directory 'shipped-tempme'.
         if real == os.path.realpath(shipped_model_dir()):
             return "shipped"
+        if real == os.path.realpath(shipped_adapter_dir()):
+            return "shipped-tempme"
         return real
     return ref
 

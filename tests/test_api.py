@@ -110,6 +110,9 @@ def test_writer_records_the_model_portably(tmp_path, model_dir):
 
     assert portable_model_ref("shipped") == "shipped"
     assert portable_model_ref(str(shipped_model_dir())) == "shipped"
+    # tiny-clip with its TempMe adapter (pystream/model/adapter.py)
+    assert portable_model_ref("shipped-tempme") == "shipped-tempme"
+    assert portable_model_ref(str(shipped_model_dir() / "adapter")) == "shipped-tempme"
     assert portable_model_ref("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
     rel = os.path.relpath(model_dir)
     assert portable_model_ref(rel) == os.path.realpath(model_dir)

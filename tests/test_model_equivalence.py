@@ -74,8 +74,10 @@ def test_tempme_embedding_matches_its_own_video_not_others(schedule):
     """Merging approximates, it does not scramble: with the shipped trained model on 16
     synthetic videos, each video's TempMe embedding is closer to the per-frame embedding of
     the same video than to any other video's, by a margin. (A random-weight model cannot show
-    this: its embeddings of any two videos, even an all-zero one, have cosine ~0.998.)"""
-    m = ClipVideoModel.from_pretrained("shipped")
+    this: its embeddings of any two videos, even an all-zero one, have cosine ~0.998.)
+    The training-free checkpoint (shipped-base): the shipped adapter's temporal embeddings
+    are meant to make TempMe differ from a per-frame mean."""
+    m = ClipVideoModel.from_pretrained("shipped-base")
     exs = synth.make_split("test", 16, 7)
     frames = torch.from_numpy(np.stack([synth.render_example(e, m.image_size, 12) for e in exs]))
     with torch.no_grad():

@@ -44,15 +44,34 @@ def smoke_split(tmp_path_factory, model):
 
 
 def test_shipped_files_and_size():
-    files = {p.name: p.stat().st_size for p in SHIPPED.iterdir() if p.is_file()}
+    files = {p.relative_to(SHIPPED).as_posix(): p.stat().st_size for p in SHIPPED.rglob("*")
+             if p.is_file()}
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "preprocessor_config.json", "TRAINING.md"):
+                 "preprocessor_config.json", "TRAINING.md",
+                 # TempMe's trained parts (pystream/model/adapter.py), trained by pystream finetune
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                 "adapter/temporal.safetensors", "adapter/pystream_adapter.json",
+                 "adapter/TRAINING.md"):
         assert name in files, name
+    assert not any(n.endswith(".pt") for n in files), files  # no resume state shipped
     assert sum(files.values()) <= MAX_BYTES, files
+    md = (SHIPPED / "adapter" / "TRAINING.md").read_text()
+    assert "pystream finetune" in md and "--seed 0" in md
     cfg = json.loads((SHIPPED / "config.json").read_text())
     assert cfg["model_type"] == "clip" and cfg["architectures"] == ["CLIPModel"]
     md = (SHIPPED / "TRAINING.md").read_text()
     assert "python -m pystream.synthetic.train" in md and "seed" in md
+
+
+def test_shipped_tempme_is_the_checkpoint_plus_its_adapter():
+    from pystream.model.loader import shipped_adapter_dir
+
+    tuned = ClipVideoModel.from_pretrained("shipped-tempme")
+    base = ClipVideoModel.from_pretrained("shipped")
+    assert tuned.adapter_dir == str(shipped_adapter_dir()) and tuned.temporal is not None
+    assert getattr(base, "adapter_dir", None) is None and base.temporal is None
+    assert sum(p.numel() for p in tuned.parameters()) - sum(p.numel() for p in base.parameters()) \
+        == sum(p.numel() for p in tuned.temporal.parameters())  # LoRA is merged: no new weights
 
 
 def test_shipped_loads_through_the_hub_code_path():
@@ -154,3 +173,17 @@ def test_label_oracle_every_caption_fits_its_own_video():
         targets = [i for i, e in enumerate(exs) for _ in e.paraphrases]
         r = q.oracle_r1([e.label for e in exs], caps, targets=targets)  # raises if one does not
         assert 100.0 / len(exs) < r < 100.0
+
+
+def test_shipped_adapter_breaks_time_reversal_symmetry(model, smoke_split):
+    tuned = ClipVideoModel.from_pretrained("shipped-tempme")
+    """Without temporal embeddings TempMe's 2-2-3 grouping maps onto itself under time reversal,
+    so a video and its reverse embed almost identically; the shipped adapter's per-slot
+    embeddings make the order visible (benchmarks/quality.py measures whether it is *right*:
+    direction_acc)."""
+    x = smoke_split.frames[:8]
+    with torch.no_grad():
+        cos = {name: (m.encode_video(x) * m.encode_video(x.flip(1))).sum(-1).mean().item()
+               for name, m in (("base", model), ("tuned", tuned))}
+    assert cos["base"] > 0.999
+    assert cos["tuned"] < cos["base"] - 1e-3, cos

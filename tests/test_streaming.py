@@ -177,3 +177,33 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.parametrize("schedule", ["default", "fast"])
+def test_streaming_equals_offline_with_temporal_embeddings(schedule):
+    """TempMe's learned per-slot embeddings (model/adapter.py), non-zero: the chunk-local
+    ClipMe layers index slots within the chunk, the last one by chunk position in the window,
+    so every window still equals offline TempMe on its frames, and the embeddings do change
+    the result."""
+    from pystream.model.adapter import add_temporal
+
+    m = video_model("tiny", schedule)
+    streams = {f"cam{i}": _stream_pixels(10 + i, 20) for i in range(2)}  # 5 chunks each
+    with torch.no_grad():
+        plain = m.encode_video(streams["cam0"][None, :12])[0]
+        add_temporal(m)
+        g = torch.Generator().manual_seed(3)
+        for e in m.temporal.embeddings:
+            e.copy_(torch.randn(e.shape, generator=g))
+    enc = StreamingEncoder(m, coarse_windows=0)
+    per_stream = {s: list(_chunks(s, px)) for s, px in streams.items()}
+    emitted = []
+    for idx in ([0, 1], [2], [3, 4]):
+        emitted += enc.encode([per_stream[s][i] for i in idx for s in streams])
+    assert len(emitted) == 2 * 3
+    with torch.no_grad():
+        for e in emitted:
+            px = streams[e.stream][e.first_frame:e.last_frame + 1]
+            ref = m.encode_video(px[None])[0].numpy()
+            assert np.abs(e.vector - ref).max() < 1e-4, (e.stream, e.first_frame)
+        assert (m.encode_video(streams["cam0"][None, :12])[0] - plain).abs().max() > 1e-3

@@ -34,9 +34,17 @@ def shipped_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "assets" / "tiny-clip"
 
 
+def shipped_adapter_dir() -> Path:
+    """The shipped model's TempMe adapter (LoRA + temporal embeddings, adapter.py):
+    'shipped-tempme' is tiny-clip with it; 'shipped' (alias 'shipped-base') is tiny-clip alone."""
+    return shipped_model_dir() / "adapter"
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> str:
-    """'shipped' (or None) means the bundled model; anything else is returned as given."""
-    if name_or_path in (None, "", "shipped"):
+    """'shipped' / 'shipped-base' / 'shipped-tempme' (or None) mean the bundled checkpoint
+    (ClipVideoModel.from_pretrained applies shipped-tempme's adapter); anything else is returned
+    as given."""
+    if name_or_path in (None, "", "shipped", "shipped-base", "shipped-tempme"):
         return str(shipped_model_dir())
     return str(name_or_path)
 

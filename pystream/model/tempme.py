@@ -124,10 +124,12 @@ def attention(attn, x: torch.Tensor, sizes: torch.Tensor, proportional: bool):
 
 
 def run_layer(layer, t: Tokens, cross_r: int, post_r: int, proportional: bool,
-              return_keys: bool = False):
-    """One pre-LN CLIP encoder layer with optional merges before and after attention."""
+              return_keys: bool = False, metric: Optional[torch.Tensor] = None):
+    """One pre-LN CLIP encoder layer with optional merges before and after attention.
+    ``metric``: the cross-clip merge's matching metric (default: the hidden states ``t.h``;
+    with temporal embeddings it is the hidden states before they were added, as in TempMe)."""
     if cross_r:
-        t = merge_tokens(t, t.h, cross_r)
+        t = merge_tokens(t, t.h if metric is None else metric, cross_r)
     attn_out, keys = attention(layer.self_attn, layer.layer_norm1(t.h), t.sizes, proportional)
     t = Tokens(t.h + attn_out, t.sizes, t.n_cls, t.frames, t.times)
     if post_r:
@@ -151,11 +153,28 @@ class ClipVideoModel(torch.nn.Module):
         std = stats.get("std", CLIP_STD)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(3, 1, 1), persistent=False)
+        # TempMe's learned per-slot (temporal) embeddings, added in the ClipMe layers
+        # (adapter.TemporalEmbeddings). None: the training-free forward, exactly.
+        self.temporal = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path=DEFAULT_MODEL, schedule=DEFAULT) -> "ClipVideoModel":
-        clip, tok, stats = load_clip(name_or_path)
-        return cls(clip, tok, stats, schedule, model_id=str(name_or_path))
+    def from_pretrained(cls, name_or_path=DEFAULT_MODEL, schedule=DEFAULT,
+                        adapter=None) -> "ClipVideoModel":
+        """``name_or_path``: a CLIP checkpoint (hub id, directory, 'shipped', 'shipped-base'),
+        an adapter directory written by ``pystream finetune`` (its base is named inside), or
+        a dict ``{"base": ..., "adapter": DIR}``. ``adapter``: an adapter directory to apply
+        on top of the checkpoint (adapter.py); LoRA is merged into the weights, so inference
+        costs exactly what the base model costs."""
+        from .adapter import apply_adapter, resolve_model_ref
+
+        base, adapter_dir = resolve_model_ref(name_or_path, adapter)
+        clip, tok, stats = load_clip(base)
+        model = cls(clip, tok, stats, schedule,
+                    model_id=str(name_or_path if not isinstance(name_or_path, dict) else
+                                 f"{base}+{adapter_dir}"))
+        if adapter_dir is not None:
+            apply_adapter(model, adapter_dir)
+        return model
 
     # ------------------------------------------------------------------ properties
     @property
@@ -232,6 +251,8 @@ class ClipVideoModel(torch.nn.Module):
             return t
         c0 = schedule.clipme_start(L)
         prop = schedule.proportional_attention
+        if self.temporal is not None:
+            self.temporal.check_schedule(schedule)
         for i in range(start, stop):
             layer = self.layers[i]
             if i < c0 and defer_imgme:
@@ -241,13 +262,23 @@ class ClipVideoModel(torch.nn.Module):
             elif i < c0:
                 t = run_layer(layer, t, 0, schedule.imgme_r, prop)
             elif i < c0 + len(schedule.clip_groups):
-                g = schedule.clip_groups[i - c0]
-                if last_group is not None and i == c0 + len(schedule.clip_groups) - 1:
+                j = i - c0
+                g = schedule.clip_groups[j]
+                last = j == len(schedule.clip_groups) - 1
+                if last_group is not None and last:
                     g = last_group
+                metric = None
+                if self.temporal is not None:
+                    # Added to every token of each clip before the join; the merge matches on
+                    # the hidden states without them (TempMe: metric = x before the add).
+                    metric = join_clips(t, g).h
+                    t = Tokens(self.temporal.add(j, t.h, g if last else None), t.sizes,
+                               t.n_cls, t.frames, t.times)
                 t = join_clips(t, g)
                 cross = pct(t.num_tokens, schedule.cross_pct)
                 n_attn = t.num_tokens - min(cross, (t.num_tokens - t.n_cls) // 2)
-                t = run_layer(layer, t, cross, pct(n_attn, schedule.intra_pct), prop)
+                t = run_layer(layer, t, cross, pct(n_attn, schedule.intra_pct), prop,
+                              metric=metric)
             else:
                 t = run_layer(layer, t, 0, pct(t.num_tokens, schedule.final_pct), prop)
         return t
