@@ -512,7 +512,8 @@ def main():
                     "configuration, e.g. baseline=8,default=32 (others: 8)")
     ap.add_argument("--encoder-configs", help="configurations of the encoder-only section "
                     "(default: --configs), e.g. baseline,perframe-bf16,tempme,bf16,int8,default")
-    ap.add_argument("--max", type=int, default=64)
+    ap.add_argument("--max", default="64", help="largest N tried: one number, or per "
+                    "configuration like --start")
     ap.add_argument("--streams", type=int, default=8, help="cameras in the encoder-only section")
     ap.add_argument("--frames", type=int, default=48, help="frames per camera, encoder-only")
     ap.add_argument("--fidelity-models", default="b32,shipped",
@@ -521,8 +522,11 @@ def main():
     ap.add_argument("--skip-encoder", action="store_true")
     args = ap.parse_args()
     names = args.configs.split(",")
-    starts = ({n: int(args.start) for n in names} if "=" not in args.start else
-              {k: int(v) for k, v in (kv.split("=") for kv in args.start.split(","))})
+    def per_config(value: str, default: int) -> dict:
+        if "=" not in value:
+            return {n: int(value) for n in names}
+        return {n: default, **{k: int(v) for k, v in (kv.split("=") for kv in value.split(","))}}
+    starts, maxes = per_config(args.start, 8), per_config(args.max, 64)
     print(f"machine: {os.cpu_count()} cpus, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; default config: {config_overrides('default')}")
     paths = clips(args.height)
@@ -541,8 +545,8 @@ def main():
     print(f"\nlive: {args.height}p25 H.264 over UDP, 1 fps, {args.seconds:.0f} s per run "
           "(held: p95 lag <= hop + 2 s, no drops, >= 90% of frames, queue flat)")
     for name in names:
-        held[name], _ = largest_held(name, args.seconds, model, paths, starts.get(name, 8),
-                                     args.max)
+        held[name], _ = largest_held(name, args.seconds, model, paths, starts[name],
+                                     maxes[name])
         print(f"cameras_held_{name}={held[name]}", flush=True)
     base = held.get("baseline")
     best = held.get("default", max(held.values()))
