@@ -140,6 +140,28 @@ class ClipRow:
         return clip_id(self.source, self.level, self.start, self.uri if self.recording else None)
 
 
+def rows_table(rows: Sequence[ClipRow], dim: int, model_id: str, now: float | None = None):
+    """ClipRows as an Arrow table of the clips schema (the one conversion: the writer and the
+    Ray backfill both use it, so their rows are the same)."""
+    now = time.time() if now is None else now
+    return pa.table(
+        {
+            "id": [row.row_id() for row in rows],
+            "source": [row.source for row in rows],
+            "uri": [row.uri for row in rows],
+            "level": pa.array([row.level for row in rows], pa.int8()),
+            "start": pa.array([row.start for row in rows], pa.float64()),
+            "end": pa.array([row.end for row in rows], pa.float64()),
+            "model": [row.model or model_id for row in rows],
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.stack([row.vector for row in rows]).ravel(), pa.float32()), dim),
+            "thumbnail": pa.array([row.thumbnail for row in rows], pa.binary()),
+            "created": pa.array([now] * len(rows), pa.float64()),
+        },
+        schema=clip_schema(dim),
+    )
+
+
 def make_thumbnail(rgb: np.ndarray, max_side: int = 96, quality: int = 70) -> bytes:
     """Small JPEG of an RGB uint8 frame [H, W, 3], longest side at most `max_side`."""
     from PIL import Image
@@ -595,24 +617,7 @@ class ClipWriter:
                     return []  # idle: time for maintenance
 
     def _commit(self, batch: list[ClipRow]) -> None:
-        now = self.clock()
-        data = pa.table(
-            {
-                "id": [row.row_id() for row in batch],
-                "source": [row.source for row in batch],
-                "uri": [row.uri for row in batch],
-                "level": pa.array([row.level for row in batch], pa.int8()),
-                "start": pa.array([row.start for row in batch], pa.float64()),
-                "end": pa.array([row.end for row in batch], pa.float64()),
-                "model": [row.model or self.model_id for row in batch],
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.stack([row.vector for row in batch]).ravel(), pa.float32()),
-                    self.dim),
-                "thumbnail": pa.array([row.thumbnail for row in batch], pa.binary()),
-                "created": pa.array([now] * len(batch), pa.float64()),
-            },
-            schema=clip_schema(self.dim),
-        )
+        data = rows_table(batch, self.dim, self.model_id, self.clock())
         # A batch may contain the same id twice (a replay inside one batch); keep the first.
         ids = data.column("id").to_pylist()
         if len(set(ids)) != len(ids):
