@@ -41,6 +41,7 @@ import glob as _glob
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -237,18 +238,21 @@ class FileEncoder:
     time, chunks in order, up to ``batching.max_batch_chunks`` per forward. Returns one row per
     file: its clip rows as Arrow IPC bytes (ids already in the archive dropped) and its error."""
 
-    def __init__(self, cfg_dict: dict, source: str, skip_ids: frozenset | None = None):
+    def __init__(self, cfg_dict: dict, source: str, skip_ids: frozenset | None = None,
+                 cpus: float = 1):
         from .pipeline import load_video_model
         from .model.streaming import StreamingEncoder
         from .engine.rows import RowBuilder
         from .store import portable_model_ref
 
         cfg = Config.model_validate(cfg_dict)
-        if cfg.device.startswith("cuda"):
-            import torch
+        import torch
 
-            if not torch.cuda.is_available():
-                cfg = cfg.model_copy(update={"device": "cpu"})
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            cfg = cfg.model_copy(update={"device": "cpu"})
+        if cfg.device == "cpu" and not cfg.threads:
+            # As many torch threads as the CPUs Ray gave this actor (not the whole node's).
+            cfg = cfg.model_copy(update={"threads": max(1, int(cpus))})
         self.cfg = cfg
         self.source = source
         self.model = load_video_model(cfg)
@@ -364,15 +368,17 @@ def backfill(
     model: str | None = None,
     fps: float | None = None,
     workers: int | None = None,
+    cpus_per_worker: float = 1,
     files_per_commit: int = 16,
     storage_options: dict | None = None,
     progress: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
 ) -> BackfillResult:
     """Index ``inputs`` (files, folders, glob patterns) into ``archive`` on Ray; see the module
-    docstring. ``workers``: encoder actors (default: one per GPU, else one per 2 CPUs of the
-    cluster, at least 1). ``storage_options``: LanceDB/Lance object-store options (S3 endpoint,
-    keys, ...); default: the config's ``storage_options``. ``progress`` gets a dict after every
+    docstring. ``workers``: encoder actors (default: one per GPU, else one per
+    ``cpus_per_worker`` + 1 CPUs of the cluster, at least 1; each CPU actor runs torch with
+    ``cpus_per_worker`` threads, and the other CPUs decode). ``storage_options``: LanceDB/Lance
+    object-store options (S3 endpoint, keys, ...); default: the config's ``storage_options``. ``progress`` gets a dict after every
     commit (files_done, files_total, rows, seconds). ``stop``: set it to stop after the
     current commit (a re-run resumes).
     Raises FileNotFoundError / ValueError for bad inputs, BackfillError when Ray or the archive
@@ -387,6 +393,8 @@ def backfill(
     if files_per_commit < 1:
         raise ValueError("files_per_commit must be >= 1")
     files = expand_inputs(inputs)
+    if ray_address:
+        check_ray_address(ray_address)  # before loading anything: fail fast, naming it
     overrides = {}
     if archive is not None:
         overrides["archive"] = os.fspath(archive)
@@ -462,10 +470,11 @@ def backfill(
         result.seconds = time.monotonic() - t_start
         return result
 
-    ray, started = init_ray(ray_address, num_cpus=workers and workers + 1)
+    ray, started = init_ray(ray_address, num_cpus=int(math.ceil(workers * cpus_per_worker)) + 1
+                            if workers else None)
     try:
         _run(ray, result, todo, cfg, uri, table, manifest, settings, skip_ids, source, size,
-             workers, files_per_commit, storage_options, progress, stop, t_start)
+             workers, cpus_per_worker, files_per_commit, storage_options, progress, stop, t_start)
     finally:
         if started:
             ray.shutdown()
@@ -489,7 +498,7 @@ def check_archive_uri(uri: str) -> str:
 
 
 def _run(ray, result, todo, cfg, uri, table, manifest, settings, skip_ids, source, size,
-         workers, files_per_commit, storage_options, progress, stop, t_start):
+         workers, cpus_per_worker, files_per_commit, storage_options, progress, stop, t_start):
     import lance
     import pyarrow as pa
 
@@ -497,7 +506,7 @@ def _run(ray, result, todo, cfg, uri, table, manifest, settings, skip_ids, sourc
     gpus = int(resources.get("GPU", 0))
     cpus = int(resources.get("CPU", 1))
     if workers is None:
-        workers = gpus or max(1, cpus // 2)
+        workers = gpus or max(1, int(cpus // (cpus_per_worker + 1)))
     workers = max(1, min(int(workers), len(todo)))
     result.workers = workers
     cfg_dict = cfg.model_dump()
@@ -518,13 +527,14 @@ def _run(ray, result, todo, cfg, uri, table, manifest, settings, skip_ids, sourc
                 # encoder's, so Ray Data keeps it a task stage instead of fusing it into the
                 # actors.
                 num_cpus=1, scheduling_strategy="SPREAD")
-    encode_args = dict(fn_constructor_args=(cfg_dict, source, skip_ids), batch_size=1,
+    encode_args = dict(fn_constructor_args=(cfg_dict, source, skip_ids, cpus_per_worker),
+                       batch_size=1,
                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                        scheduling_strategy="DEFAULT")
     if gpus:
         encode_args["num_gpus"] = 1
     else:
-        encode_args["num_cpus"] = 1
+        encode_args["num_cpus"] = cpus_per_worker
     ds = ds.map_batches(FileEncoder, **encode_args)
     ds = ds.map(write_file_fragments, num_cpus=0.25,
                 fn_kwargs=dict(uri=tbl_uri, storage_options=storage_options,

@@ -268,6 +268,49 @@ def cmd_index(args) -> int:
     return result.exit_code
 
 
+# ----------------------------------------------------------------------------- backfill
+
+def cmd_backfill(args) -> int:
+    from .backfill import BackfillError, backfill, expand_inputs
+
+    try:
+        files = expand_inputs(args.inputs)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    setup_logging("WARNING" if not args.verbose else "INFO", "text")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+
+    def progress(p):
+        if not args.quiet:
+            rate = p["files_done"] / max(p["seconds"], 1e-9)
+            print(f"backfill: {p['files_done']}/{p['files_total']} files, {p['rows']} rows, "
+                  f"{p['seconds']:.0f} s ({rate:.2f} files/s)", file=sys.stderr, flush=True)
+
+    try:
+        result = backfill(files, args.archive, ray_address=args.ray, source=args.source,
+                          config=args.config, model=args.model, fps=args.fps,
+                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                          files_per_commit=args.files_per_commit,
+                          progress=progress, stop=stop)
+    except ConfigError:
+        raise
+    except BackfillError as e:
+        raise CliError(str(e), EXIT_TRANSIENT) from None
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    except Exception as e:
+        error = startup_error(e)
+        if error is None:
+            raise
+        raise error from None
+    print(result)
+    for message in result.error_messages:
+        print(f"  error: {message}", file=sys.stderr)
+    return result.exit_code
+
+
 # ----------------------------------------------------------------------------- search
 
 def cmd_search(args) -> int:
@@ -534,6 +577,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("-q", "--quiet", action="store_true")
     i.add_argument("-v", "--verbose", action="store_true")
     i.set_defaults(fn=cmd_index)
+
+    b = sub.add_parser("backfill", help="index many recordings on a Ray cluster (resumable; "
+                       "pip install pystream[ray])")
+    common(b)
+    b.add_argument("inputs", nargs="+", metavar="PATH_OR_GLOB",
+                   help="video files, folders (recursive) or glob patterns ('/srv/rec/**/*.mp4')")
+    b.add_argument("--ray", metavar="ADDRESS",
+                   help="Ray cluster (HOST:PORT of `ray start --head`, ray://HOST:PORT or auto; "
+                   "default: a local Ray instance)")
+    b.add_argument("--model", help="'shipped', a Hugging Face id or a model directory")
+    b.add_argument("--source", default="local", help="source name stored with the rows")
+    b.add_argument("--fps", type=float, help="sample rate (default: config sample_fps)")
+    b.add_argument("--workers", type=int, help="encoder actors (default: one per GPU, else one "
+                   "per 2 CPUs)")
+    b.add_argument("--cpus-per-worker", type=float, default=1,
+                   help="CPUs (torch threads) per encoder actor on CPU nodes (default 1)")
+    b.add_argument("--files-per-commit", type=int, default=16,
+                   help="files per archive commit (default 16)")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("-v", "--verbose", action="store_true")
+    b.set_defaults(fn=cmd_backfill)
 
     s = sub.add_parser("search", help="text search over the archive")
     common(s)
