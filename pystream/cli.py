@@ -174,6 +174,17 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
     server = None
     code = 0
     model = None  # kept across a SIGHUP reload whose model settings did not change
+    publisher = None  # several nodes on one archive: this node's claim and heartbeats
+    if cfg.node.id is not None:
+        from .nodes import NodeConflictError, claim
+
+        try:
+            publisher = claim(cfg)
+        except NodeConflictError as e:
+            raise CliError(str(e)) from None
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot publish node status next to {cfg.archive}: {e}",
+                           EXIT_TRANSIENT) from None
     while True:
         try:
             ix = Indexer(cfg, model=model)
@@ -193,13 +204,15 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
                                      cfg.http.host, cfg.http.port)
             log.info("HTTP API and web page on http://%s:%d%s", cfg.http.host, cfg.http.port,
                      " (token required)" if token else "")
-        reporter = StatusReporter(cfg.state_dir, ix.status).start()
+        reporter = StatusReporter(cfg.state_dir, ix.status, on_status=publisher).start()
         log.info("indexing %d source(s) into %s with model %s", len(ix.sources), cfg.archive,
                  ix.model_id)
         ix.start()
         notify("READY=1")
         code = ix.wait()
         reporter.stop()
+        if publisher is not None and not (hup.is_set() and not stop.is_set()):
+            publisher.stopped(ix.status())
         log.info("indexer stopped (exit %d)", code)
         if hup.is_set() and not stop.is_set():
             hup.clear()
@@ -379,6 +392,19 @@ def _time_arg(v):
 def cmd_status(args) -> int:
     from .status import fmt_duration, fmt_time, read_status, source_rows
 
+    if args.nodes or args.archive:
+        from .nodes import NodeRegistry, format_nodes
+
+        cfg = _config(args.config, archive=args.archive)
+        try:
+            docs = NodeRegistry(cfg.archive, cfg.storage_options or None).nodes()
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot read the nodes of {cfg.archive}: {e}", EXIT_TRANSIENT) from None
+        if args.json:
+            print(json.dumps(docs, indent=1, default=str))
+        else:
+            format_nodes(docs)
+        return 0
     state_dir = args.state_dir or _config(args.config).state_dir
     s = read_status(state_dir)
     if s is None:
@@ -621,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per-source state of the running daemon")
     common(st, archive=False)
     st.add_argument("--state-dir")
+    st.add_argument("--archive", help="show every node writing this archive (its "
+                    "_pystream_nodes documents) instead of this machine's daemon")
+    st.add_argument("--nodes", action="store_true", help="every node of the config's archive")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
 

@@ -5,7 +5,8 @@ manifest entries is harmless; bad input gives clear errors."""
 
 from __future__ import annotations
 
-import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import lancedb
 import numpy as np
 import pytest
 
-from streams import make_video
+from streams import Server, free_port, make_video, wait_tcp
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("lance")
@@ -71,31 +72,61 @@ def assert_same_rows(got: dict, want: dict):
     assert worst < 1e-5, worst
 
 
+class RayNode(Server):
+    """`ray start --block` in its own process group: stop() kills that node (and only it)."""
+
+    def __init__(self, head_port: int, head: bool, log: Path):
+        argv = [str(Path(sys.executable).parent / "ray"), "start", "--block",
+                "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
+                f"--object-store-memory={300 * 2**20}", "--disable-usage-stats"]
+        if head:
+            argv += ["--head", f"--port={head_port}", "--include-dashboard=false"]
+        else:
+            argv += [f"--address=127.0.0.1:{head_port}"]
+        super().__init__(argv, log)
+
+
+def wait_nodes(address: str, n: int, timeout: float = 90.0):
+    """Block until the cluster at ``address`` has ``n`` live nodes (asked in a subprocess, so
+    this process stays unconnected, like a user's shell)."""
+    code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", code, address], capture_output=True,
+                             text=True, timeout=60)
+        if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= n:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes")
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes on 127.0.0.1 (head + one worker), two logical CPUs each."""
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=2, node_ip_address="127.0.0.1", include_dashboard=False,
-        object_store_memory=300 * 2**20))
-    c.add_node(num_cpus=2, node_ip_address="127.0.0.1", object_store_memory=300 * 2**20)
-    c.wait_for_nodes()
-    yield c
-    if ray.is_initialized():
-        ray.shutdown()
-    c.shutdown()
-
-
-def alive_nodes():
-    return [n for n in ray.nodes() if n["Alive"]]
+def cluster(tmp_path_factory):
+    """Two Ray nodes on 127.0.0.1 (`ray start --head` + `ray start --address`), two logical
+    CPUs each; yields the address and the list of started nodes (head first)."""
+    logs = tmp_path_factory.mktemp("ray-logs")
+    port = free_port()
+    nodes = [RayNode(port, True, logs / "head.log").start()]
+    try:
+        if not wait_tcp(port, 60):
+            raise RuntimeError("ray head did not start: " + (logs / "head.log").read_text()[-2000:])
+        nodes.append(RayNode(port, False, logs / "worker1.log").start())
+        address = f"127.0.0.1:{port}"
+        wait_nodes(address, 2)
+        yield {"address": address, "nodes": nodes, "port": port, "logs": logs}
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for n in reversed(nodes):
+            n.stop()
 
 
 @pytest.mark.slow
 def test_two_node_cluster_equals_index_and_resumes(cluster, videos, reference, tmp_path):
     archive = tmp_path / "archive"
     commits = []
-    result = backfill([str(videos)], archive=str(archive), ray_address=cluster.address,
+    result = backfill([str(videos)], archive=str(archive), ray_address=cluster["address"],
                       workers=2, files_per_commit=2, progress=commits.append)
     assert ray.is_initialized() is False  # it connected, so it disconnected
     assert result.files_indexed == N_FILES and result.errors == 1
@@ -105,14 +136,14 @@ def test_two_node_cluster_equals_index_and_resumes(cluster, videos, reference, t
     assert_same_rows(rows_of(archive), reference)
 
     # A re-run skips every file (same model and settings) and adds nothing.
-    again = backfill([str(videos)], archive=str(archive), ray_address=cluster.address)
+    again = backfill([str(videos)], archive=str(archive), ray_address=cluster["address"])
     assert again.files_skipped == N_FILES and again.rows == 0 and again.commits == 0
 
     # A crash after a commit but before its manifest entries: the re-run re-encodes those files
     # and drops the rows already there (same ids), so nothing is duplicated.
     manifest = lancedb.connect(str(archive)).open_table("clips_backfill")
     manifest.delete("path LIKE '%cam1.mp4' OR path LIKE '%cam4.mp4'")
-    third = backfill([str(videos)], archive=str(archive), ray_address=cluster.address,
+    third = backfill([str(videos)], archive=str(archive), ray_address=cluster["address"],
                      workers=1)
     assert third.files_indexed == 2 and third.rows == 0 and third.rows_skipped > 0
     assert_same_rows(rows_of(archive), reference)
@@ -121,19 +152,19 @@ def test_two_node_cluster_equals_index_and_resumes(cluster, videos, reference, t
 @pytest.mark.slow
 def test_worker_node_removed_mid_job_then_rerun(cluster, videos, reference, tmp_path):
     archive = tmp_path / "archive"
-    extra = cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1",
-                             object_store_memory=300 * 2**20)
-    cluster.wait_for_nodes()
+    extra = RayNode(cluster["port"], False, cluster["logs"] / "worker2.log").start()
+    cluster["nodes"].append(extra)
+    wait_nodes(cluster["address"], 3)
     removed = threading.Event()
 
     def kill_a_node(progress):
         if not removed.is_set():  # after the first commit: the job is half-way
             removed.set()
-            cluster.remove_node(extra, allow_graceful=False)
+            extra.stop()  # SIGKILL to the node's process group
 
     first_error = None
     try:
-        first = backfill([str(videos)], archive=str(archive), ray_address=cluster.address,
+        first = backfill([str(videos)], archive=str(archive), ray_address=cluster["address"],
                          workers=2, files_per_commit=1, progress=kill_a_node)
     except Exception as e:  # the job may fail with the node, or Ray may retry elsewhere
         first_error = e
@@ -142,7 +173,7 @@ def test_worker_node_removed_mid_job_then_rerun(cluster, videos, reference, tmp_
     partial = rows_of(archive)  # no duplicates even in a cut-short run
     assert set(partial) <= set(reference)
 
-    second = backfill([str(videos)], archive=str(archive), ray_address=cluster.address,
+    second = backfill([str(videos)], archive=str(archive), ray_address=cluster["address"],
                       workers=1)
     done_first = first.files_indexed if first is not None else 0
     assert second.files_skipped + second.files_indexed == N_FILES, (first_error, second)
