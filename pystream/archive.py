@@ -174,15 +174,18 @@ def open(  # noqa: A001 - mirrors lancedb.connect / pystream.open
     image_encoder: Callable[[list[np.ndarray]], np.ndarray] | None = None,
     nprobes: int = 32,
     refine_factor: int | None = 20,
+    storage_options: dict | None = None,
 ) -> "Archive":
     """Open the clip archive at `path_or_uri` (a directory or a LanceDB URI). Opening is lazy:
     a missing archive is reported on first use, so a reader may start before the daemon.
 
     model: the model for text / image queries; default: the one recorded with the archive.
+    storage_options: object store options for an s3:// archive (endpoint, keys, region,
+        allow_http), as LanceDB takes them.
     """
     return Archive(path_or_uri, table, read_consistency_interval, model=model, device=device,
                    text_encoder=text_encoder, image_encoder=image_encoder, nprobes=nprobes,
-                   refine_factor=refine_factor)
+                   refine_factor=refine_factor, storage_options=storage_options)
 
 
 class Archive:
@@ -212,6 +215,7 @@ class Archive:
         image_encoder: Callable[[list[np.ndarray]], np.ndarray] | None = None,
         nprobes: int = 32,
         refine_factor: int | None = 20,
+        storage_options: dict | None = None,
     ):
         if not isinstance(path_or_uri, (str, os.PathLike)):
             raise TypeError(f"archive path must be a string or a path, got "
@@ -235,6 +239,7 @@ class Archive:
         self.image_encoder = image_encoder
         self.nprobes = nprobes
         self.refine_factor = refine_factor
+        self.storage_options = dict(storage_options or {}) or None
         self.device = device
         self._model_ref = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
         self._model = None if self._model_ref is not None else model
@@ -258,8 +263,10 @@ class Archive:
             if is_local and not os.path.isdir(self.uri):
                 raise ArchiveNotFoundError(f"no pystream archive at {self.uri!r} (directory missing)")
             if self._db is None:
+                extra = {"storage_options": self.storage_options} if self.storage_options else {}
                 self._db = connect(self.uri, READER_CACHE_MB,  # bounded caches (store.py)
-                                   read_consistency_interval=self.read_consistency_interval)
+                                   read_consistency_interval=self.read_consistency_interval,
+                                   **extra)
             if self.table_name not in list_table_names(self._db):
                 raise ArchiveNotFoundError(
                     f"no table {self.table_name!r} in the pystream archive at {self.uri!r}; "

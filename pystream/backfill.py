@@ -2,8 +2,10 @@
 
     from pystream.backfill import backfill
 
-    result = backfill(["/srv/recordings/2025"], archive="s3://bucket/archive", ray_address=None)
+    result = backfill(["videos"], archive="pystream-data/backfill")  # a local Ray instance
     print(result)       # files indexed / skipped, rows, errors, seconds
+    # on a cluster: backfill(["/srv/rec/**/*.mp4"], archive="s3://bucket/archive",
+    #                        ray_address="10.0.0.1:6379", storage_options={...})
 
 The pipeline is a ``ray.data`` dataset, streamed:
 

@@ -98,7 +98,8 @@ def _open_archive(cfg: Config, model=None):
     """The archive for search / serve. model=None: the model recorded with the archive."""
     import pystream
 
-    return pystream.open(cfg.archive, table=cfg.table, model=model, device=cfg.device)
+    return pystream.open(cfg.archive, table=cfg.table, model=model, device=cfg.device,
+                         storage_options=cfg.storage_options or None)
 
 
 def startup_error(e: BaseException) -> CliError | None:

@@ -72,6 +72,20 @@ def assert_same_rows(got: dict, want: dict):
     assert worst < 1e-5, worst
 
 
+# Ray 2.60 turns token authentication on for a `ray start --head` cluster (the token in
+# ~/.ray/auth_token); a local test cluster on 127.0.0.1 opts out, for its nodes and this driver.
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_no_auth():
+    mp = pytest.MonkeyPatch()
+    for k, v in NO_AUTH.items():
+        mp.setenv(k, v)
+    yield
+    mp.undo()
+
+
 class RayNode(Server):
     """`ray start --block` in its own process group: stop() kills that node (and only it)."""
 
@@ -85,6 +99,16 @@ class RayNode(Server):
             argv += [f"--address=127.0.0.1:{head_port}"]
         super().__init__(argv, log)
 
+    def start(self) -> "RayNode":
+        import os
+
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=dict(os.environ, **NO_AUTH))
+        out.close()
+        return self
+
 
 def wait_nodes(address: str, n: int, timeout: float = 90.0):
     """Block until the cluster at ``address`` has ``n`` live nodes (asked in a subprocess, so
@@ -94,7 +118,7 @@ def wait_nodes(address: str, n: int, timeout: float = 90.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = subprocess.run([sys.executable, "-c", code, address], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, env=dict(__import__("os").environ, **NO_AUTH))
         if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= n:
             return
         time.sleep(1)
@@ -173,8 +197,10 @@ def test_worker_node_removed_mid_job_then_rerun(cluster, videos, reference, tmp_
     partial = rows_of(archive)  # no duplicates even in a cut-short run
     assert set(partial) <= set(reference)
 
+    print(f"first run: {first or first_error!r}; rows kept: {len(partial)}")
     second = backfill([str(videos)], archive=str(archive), ray_address=cluster["address"],
                       workers=1)
+    print(f"re-run: {second}")
     done_first = first.files_indexed if first is not None else 0
     assert second.files_skipped + second.files_indexed == N_FILES, (first_error, second)
     assert second.files_skipped >= min(done_first, 1)
