@@ -207,13 +207,14 @@ def run_two_nodes(tmp_path, procs, archive, storage_options=None):
         w = final[node]["writer"]
         assert w["mode"] == "append" and w["state"] == "ok" and w["pending"] == 0, w
         assert w["maintenance"] == (node == "node-a")
+        assert w["maintenance_errors"] == 0, w["last_maintenance_error"]
         written = w["rows_written"] - w["replayed_rows"]
         stored = sum(r["source"] == source for r in rows)
         assert stored == written, (node, stored, w)  # no lost rows
         assert stored >= MULTINODE_S / 4, (node, stored)  # about one window per 2 s of stream
-    # Maintenance ran on node-a only, while node-b appended.
-    versions = arc.table.list_versions()
-    assert len(versions) >= 1
+    print(f"rows: {len(rows)}; reader: {reader.queries} query rounds, 0 errors; writers: "
+          + "; ".join(f"{n} {final[n]['writer']['rows_written']} rows in "
+                      f"{final[n]['writer']['commits']} commits" for n in final))
     docs = {d["node"]: d for d in __import__("pystream.nodes", fromlist=["x"]).NodeRegistry(
         str(archive), storage_options).nodes()}
     assert docs["node-a"]["live"] is False and docs["node-b"]["live"] is False  # stopped
