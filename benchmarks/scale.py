@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     print(f"index: {index_s:.1f} s, {frames / index_s:.1f} frames/s, {res.rows} rows")
 
     t = time.perf_counter()
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
     print(f"ray start: {time.perf_counter() - t:.1f} s (not in the timings below)")
     times = {}

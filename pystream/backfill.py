@@ -184,7 +184,9 @@ def init_ray(address: str | None, num_cpus: int | None = None):
         except Exception as e:
             raise BackfillError(f"cannot connect to the Ray cluster at {address}: {e}") from e
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # address="local": a new instance even when `ray start` left a cluster address in
+        # /tmp/ray (ray.init() would connect to that one, or fail on num_cpus).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return ray, True
 
 
