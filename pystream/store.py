@@ -670,9 +670,10 @@ class ClipWriter:
                     while len(self._fresh_uris) > 10_000:
                         self._fresh_uris.popitem(last=False)
             if drop:
-                self.replayed_rows += len(drop)
                 log.info("replay: %d row(s) already in the archive dropped", len(drop))
-                data = data.take([i for i in range(len(ids)) if i not in drop])
+                data = data.take(pa.array([i for i in range(len(ids)) if i not in drop],
+                                          pa.int64()))
+                self.replayed_rows += len(drop)
         if data.num_rows:
             self._table.add(data)
 

@@ -283,3 +283,94 @@ def test_moto_conditional_put_rejects_a_racing_commit(moto_s3, tmp_path):
 @pytest.mark.slow
 def test_two_nodes_one_s3_archive(tmp_path, procs, moto_s3):
     run_two_nodes(tmp_path, procs, "s3://pystream/archive", moto_s3["options"])
+
+
+# ---------------------------------------------------------------------------- units
+
+
+def _rows(n, source="cam", uri="/v/a.mp4", recording=True, start0=0.0, dim=8):
+    from pystream.store import ClipRow
+
+    rng = np.random.default_rng(int(start0))
+    return [ClipRow(source=source, uri=uri, level=0, start=start0 + 4 * i, end=start0 + 4 * i + 12,
+                    vector=rng.standard_normal(dim).astype(np.float32), recording=recording)
+            for i in range(n)]
+
+
+def test_append_mode_drops_only_replayed_file_rows(tmp_path):
+    import lancedb
+
+    from pystream.store import ClipWriter
+
+    w = ClipWriter(tmp_path, dim=8, model_id="m", batch_rows=4, append=True,
+                   optimize_every_s=1e9)
+    first = _rows(6)
+    w.write(first)
+    w.write(_rows(3, source="live", uri="udp://x", recording=False, start0=1e9))
+    w.close(optimize=False)
+    assert w.stats()["mode"] == "append"
+    # A restart replays the file's last rows (committed, not yet checkpointed), then new ones.
+    w = ClipWriter(tmp_path, dim=8, model_id="m", batch_rows=3, append=True,
+                   optimize_every_s=1e9)
+    w.write(first[3:] + _rows(4, start0=24.0))
+    w.close(optimize=False)
+    assert w.replayed_rows == 3
+    t = lancedb.connect(str(tmp_path)).open_table("clips").to_arrow()
+    ids = t.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 6 + 3 + 4
+    # The normal path is a plain Append: each commit's operation in the table's history.
+    ops = [v for v in lancedb.connect(str(tmp_path)).open_table("clips").list_versions()]
+    assert len(ops) >= 4
+
+
+def test_maintenance_only_where_configured(tmp_path):
+    import lancedb
+
+    from pystream.store import ClipWriter
+
+    w = ClipWriter(tmp_path, dim=8, model_id="m", append=True, maintenance=False,
+                   optimize_every_s=1e9)
+    w.write(_rows(10))
+    w.close(optimize=True)  # would compact and index on a maintaining node
+    tbl = lancedb.connect(str(tmp_path)).open_table("clips")
+    assert tbl.list_indices() == []
+    w = ClipWriter(tmp_path, dim=8, model_id="m", append=True, maintenance=True,
+                   optimize_every_s=1e9)
+    w.write(_rows(2, start0=100.0))
+    w.close(optimize=True)
+    assert {i.name for i in lancedb.connect(str(tmp_path)).open_table("clips").list_indices()}
+
+
+def test_claims_and_conflicts(tmp_path):
+    from pystream.config import parse_config
+    from pystream.nodes import NodeConflictError, NodeRegistry, claim, conflicts
+
+    def cfg(node, sources, maintenance):
+        return parse_config({"archive": str(tmp_path / "arc"), "node": {
+            "id": node, "maintenance": maintenance, "stale_s": 5},
+            "sources": [{"type": "stream", "name": s, "url": "udp://127.0.0.1:9"}
+                        for s in sources]})
+
+    reg = NodeRegistry(str(tmp_path / "arc"))
+    pub = claim(cfg("a", ["s1", "s2"], True), reg, settle_s=0)
+    pub({"sources": {"s1": {"state": "running", "rows": 3}}}, force=True)
+    claim(cfg("b", ["s3"], False), reg, settle_s=0)  # disjoint, not maintaining: fine
+    with pytest.raises(NodeConflictError, match="'s2' already belong to node 'a'"):
+        claim(cfg("c", ["s2"], False), reg, settle_s=0)
+    with pytest.raises(NodeConflictError, match="already runs maintenance"):
+        claim(cfg("d", ["s4"], True), reg, settle_s=0)
+    pub.stopped()  # a stopped (or silent for stale_s) node no longer holds its sources
+    claim(cfg("c", ["s2"], False), reg, settle_s=0)
+    docs = {d["node"]: d for d in reg.nodes()}
+    assert docs["a"]["live"] is False and docs["b"]["live"] and docs["c"]["live"]
+    # Two nodes starting together: the later one (start time, then id) yields.
+    me = {"node": "x", "sources": ["s"], "started": 10.0, "maintenance": False}
+    assert conflicts(me, [{"node": "y", "sources": ["s"], "started": 9.0, "live": True}])
+    assert not conflicts(me, [{"node": "y", "sources": ["s"], "started": 11.0, "live": True}])
+
+
+def test_bad_storage_options_and_uri_are_named(tmp_path):
+    from pystream.nodes import NodeRegistry
+
+    with pytest.raises(ValueError, match="ftp://"):
+        NodeRegistry("ftp://host/arc")
