@@ -175,15 +175,18 @@ def open(  # noqa: A001 - mirrors lancedb.connect / pystream.open
     image_encoder: Callable[[list[np.ndarray]], np.ndarray] | None = None,
     nprobes: int = 32,
     refine_factor: int | None = 20,
+    storage_options: dict | None = None,
 ) -> "Archive":
     """Open the clip archive at `path_or_uri` (a directory or a LanceDB URI). Opening is lazy:
     a missing archive is reported on first use, so a reader may start before the daemon.
 
     model: the model for text / image queries; default: the one recorded with the archive.
+    storage_options: object store options for an s3:// archive (endpoint, keys, region,
+        allow_http), as LanceDB takes them.
     """
     return Archive(path_or_uri, table, read_consistency_interval, model=model, device=device,
                    text_encoder=text_encoder, image_encoder=image_encoder, nprobes=nprobes,
-                   refine_factor=refine_factor)
+                   refine_factor=refine_factor, storage_options=storage_options)
 
 
 class Archive:
@@ -213,6 +216,7 @@ class Archive:
         image_encoder: Callable[[list[np.ndarray]], np.ndarray] | None = None,
         nprobes: int = 32,
         refine_factor: int | None = 20,
+        storage_options: dict | None = None,
     ):
         if not isinstance(path_or_uri, (str, os.PathLike)):
             raise TypeError(f"archive path must be a string or a path, got "
@@ -236,6 +240,7 @@ class Archive:
         self.image_encoder = image_encoder
         self.nprobes = nprobes
         self.refine_factor = refine_factor
+        self.storage_options = dict(storage_options or {}) or None
         self.device = device
         self._model_ref = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
         self._model = None if self._model_ref is not None else model
@@ -263,8 +268,10 @@ class Archive:
                 # bounded caches (store.py); kept to report their size (status, soak)
                 self.session = bounded_session(READER_CACHE_MB["index"],
                                                READER_CACHE_MB["metadata"])
+                extra = {"storage_options": self.storage_options} if self.storage_options else {}
                 self._db = connect(self.uri, READER_CACHE_MB, session=self.session,
-                                   read_consistency_interval=self.read_consistency_interval)
+                                   read_consistency_interval=self.read_consistency_interval,
+                                   **extra)
             if self.table_name not in list_table_names(self._db):
                 raise ArchiveNotFoundError(
                     f"no table {self.table_name!r} in the pystream archive at {self.uri!r}; "

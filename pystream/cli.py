@@ -98,7 +98,8 @@ def _open_archive(cfg: Config, model=None):
     """The archive for search / serve. model=None: the model recorded with the archive."""
     import pystream
 
-    return pystream.open(cfg.archive, table=cfg.table, model=model, device=cfg.device)
+    return pystream.open(cfg.archive, table=cfg.table, model=model, device=cfg.device,
+                         storage_options=cfg.storage_options or None)
 
 
 def startup_error(e: BaseException) -> CliError | None:
@@ -174,6 +175,17 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
     server = None
     code = 0
     model = None  # kept across a SIGHUP reload whose model settings did not change
+    publisher = None  # several nodes on one archive: this node's claim and heartbeats
+    if cfg.node.id is not None:
+        from .nodes import NodeConflictError, claim
+
+        try:
+            publisher = claim(cfg)
+        except NodeConflictError as e:
+            raise CliError(str(e)) from None
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot publish node status next to {cfg.archive}: {e}",
+                           EXIT_TRANSIENT) from None
     while True:
         try:
             ix = Indexer(cfg, model=model)
@@ -193,13 +205,15 @@ def run_service(config_path, overrides: dict | None = None, notify=None) -> int:
                                      cfg.http.host, cfg.http.port)
             log.info("HTTP API and web page on http://%s:%d%s", cfg.http.host, cfg.http.port,
                      " (token required)" if token else "")
-        reporter = StatusReporter(cfg.state_dir, ix.status).start()
+        reporter = StatusReporter(cfg.state_dir, ix.status, on_status=publisher).start()
         log.info("indexing %d source(s) into %s with model %s", len(ix.sources), cfg.archive,
                  ix.model_id)
         ix.start()
         notify("READY=1")
         code = ix.wait()
         reporter.stop()
+        if publisher is not None and not (hup.is_set() and not stop.is_set()):
+            publisher.stopped(ix.status())
         log.info("indexer stopped (exit %d)", code)
         if hup.is_set() and not stop.is_set():
             hup.clear()
@@ -262,6 +276,49 @@ def cmd_index(args) -> int:
             if error is None:
                 raise
             raise error from None
+    print(result)
+    for message in result.error_messages:
+        print(f"  error: {message}", file=sys.stderr)
+    return result.exit_code
+
+
+# ----------------------------------------------------------------------------- backfill
+
+def cmd_backfill(args) -> int:
+    from .backfill import BackfillError, backfill, expand_inputs
+
+    try:
+        files = expand_inputs(args.inputs)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    setup_logging("WARNING" if not args.verbose else "INFO", "text")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+
+    def progress(p):
+        if not args.quiet:
+            rate = p["files_done"] / max(p["seconds"], 1e-9)
+            print(f"backfill: {p['files_done']}/{p['files_total']} files, {p['rows']} rows, "
+                  f"{p['seconds']:.0f} s ({rate:.2f} files/s)", file=sys.stderr, flush=True)
+
+    try:
+        result = backfill(files, args.archive, ray_address=args.ray, source=args.source,
+                          config=args.config, model=args.model, fps=args.fps,
+                          workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                          files_per_commit=args.files_per_commit,
+                          progress=progress, stop=stop)
+    except ConfigError:
+        raise
+    except BackfillError as e:
+        raise CliError(str(e), EXIT_TRANSIENT) from None
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    except Exception as e:
+        error = startup_error(e)
+        if error is None:
+            raise
+        raise error from None
     print(result)
     for message in result.error_messages:
         print(f"  error: {message}", file=sys.stderr)
@@ -336,6 +393,19 @@ def _time_arg(v):
 def cmd_status(args) -> int:
     from .status import fmt_duration, fmt_time, read_status, source_rows
 
+    if args.nodes or args.archive:
+        from .nodes import NodeRegistry, format_nodes
+
+        cfg = _config(args.config, archive=args.archive)
+        try:
+            docs = NodeRegistry(cfg.archive, cfg.storage_options or None).nodes()
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot read the nodes of {cfg.archive}: {e}", EXIT_TRANSIENT) from None
+        if args.json:
+            print(json.dumps(docs, indent=1, default=str))
+        else:
+            format_nodes(docs)
+        return 0
     state_dir = args.state_dir or _config(args.config).state_dir
     s = read_status(state_dir)
     if s is None:
@@ -553,6 +623,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("-v", "--verbose", action="store_true")
     i.set_defaults(fn=cmd_index)
 
+    b = sub.add_parser("backfill", help="index many recordings on a Ray cluster (resumable; "
+                       "pip install pystream[ray])")
+    common(b)
+    b.add_argument("inputs", nargs="+", metavar="PATH_OR_GLOB",
+                   help="video files, folders (recursive) or glob patterns ('/srv/rec/**/*.mp4')")
+    b.add_argument("--ray", metavar="ADDRESS",
+                   help="Ray cluster (HOST:PORT of `ray start --head`, ray://HOST:PORT or auto; "
+                   "default: a local Ray instance)")
+    b.add_argument("--model", help="'shipped', a Hugging Face id or a model directory")
+    b.add_argument("--source", default="local", help="source name stored with the rows")
+    b.add_argument("--fps", type=float, help="sample rate (default: config sample_fps)")
+    b.add_argument("--workers", type=int, help="encoder actors (default: one per GPU, else one "
+                   "per 2 CPUs)")
+    b.add_argument("--cpus-per-worker", type=float, default=1,
+                   help="CPUs (torch threads) per encoder actor on CPU nodes (default 1)")
+    b.add_argument("--files-per-commit", type=int, default=16,
+                   help="files per archive commit (default 16)")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("-v", "--verbose", action="store_true")
+    b.set_defaults(fn=cmd_backfill)
+
     s = sub.add_parser("search", help="text search over the archive")
     common(s)
     s.add_argument("query")
@@ -575,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per-source state of the running daemon")
     common(st, archive=False)
     st.add_argument("--state-dir")
+    st.add_argument("--archive", help="show every node writing this archive (its "
+                    "_pystream_nodes documents) instead of this machine's daemon")
+    st.add_argument("--nodes", action="store_true", help="every node of the config's archive")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
 

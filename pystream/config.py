@@ -269,6 +269,10 @@ class BatchingConfig(_Strict):
 
 class WriterConfig(_Strict):
     batch_rows: int = Field(default=256, ge=1)
+    # upsert: every commit is a merge_insert on the row id (one writer per archive); append: a
+    # plain Append (what several nodes on one archive need), replayed rows after a crash are
+    # checked and dropped; auto: append when node.id is set, else upsert.
+    mode: Literal["auto", "upsert", "append"] = "auto"
     flush_interval_s: float = Field(default=0.5, gt=0)
     optimize_interval_s: float = Field(default=60.0, gt=0)
     index_min_rows: int = Field(default=4096, ge=256)
@@ -276,6 +280,16 @@ class WriterConfig(_Strict):
     max_pending_rows: int = Field(default=4096, ge=0)
     retry_max_s: float = Field(default=30.0, gt=0)  # a failing commit's retry backoff cap
     keep_versions_s: float = Field(default=3600.0, ge=0)  # old LanceDB versions kept for readers
+
+
+class NodeConfig(_Strict):
+    """Several daemons writing one archive (pystream/nodes.py). ``id`` null: a single node."""
+    id: Optional[str] = Field(default=None, pattern=_NAME_PATTERN, max_length=128)
+    # This node runs maintenance (optimize/compaction, index refresh, version cleanup,
+    # retention): exactly one node of an archive should (the others only append).
+    maintenance: bool = True
+    heartbeat_s: float = Field(default=5.0, gt=0)  # status published next to the archive
+    stale_s: float = Field(default=30.0, gt=0)  # a node silent this long is not live
 
 
 class RetentionConfig(_Strict):
@@ -329,6 +343,11 @@ class LogConfig(_Strict):
 class Config(_Strict):
     archive: str = "./pystream-data/archive"  # LanceDB directory or URI
     table: str = "clips"
+    # Object store options for an s3:// (gs://, az://) archive, passed to LanceDB/Lance:
+    # aws_endpoint, aws_access_key_id, aws_secret_access_key, aws_region, allow_http, ...
+    storage_options: Dict[str, Annotated[str, BeforeValidator(_option_value)]] = Field(
+        default_factory=dict)
+    node: NodeConfig = Field(default_factory=NodeConfig)
     state_dir: str = "./pystream-data/state"  # checkpoints + status.json
     # 'shipped' (tiny-clip + its TempMe adapter), 'shipped-base', a Hugging Face id, a local
     # model directory, an adapter directory (pystream finetune --out), or a mapping
@@ -378,6 +397,10 @@ class Config(_Strict):
             seen.add(s.name)
         check_triggers(self.triggers, [s.name for s in self.sources])
         return self
+
+    def writer_append(self) -> bool:
+        return self.writer.mode == "append" or (self.writer.mode == "auto"
+                                                and self.node.id is not None)
 
     def source_fps(self, source) -> float:
         return source.fps or self.sample_fps

@@ -25,6 +25,7 @@ way when ``on_retry`` is given: no further commit until ``on_retry()`` succeeds.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import logging
@@ -141,6 +142,28 @@ class ClipRow:
         if self.id is not None:
             return self.id
         return clip_id(self.source, self.level, self.start, self.uri if self.recording else None)
+
+
+def rows_table(rows: Sequence[ClipRow], dim: int, model_id: str, now: float | None = None):
+    """ClipRows as an Arrow table of the clips schema (the one conversion: the writer and the
+    Ray backfill both use it, so their rows are the same)."""
+    now = time.time() if now is None else now
+    return pa.table(
+        {
+            "id": [row.row_id() for row in rows],
+            "source": [row.source for row in rows],
+            "uri": [row.uri for row in rows],
+            "level": pa.array([row.level for row in rows], pa.int8()),
+            "start": pa.array([row.start for row in rows], pa.float64()),
+            "end": pa.array([row.end for row in rows], pa.float64()),
+            "model": [row.model or model_id for row in rows],
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.stack([row.vector for row in rows]).ravel(), pa.float32()), dim),
+            "thumbnail": pa.array([row.thumbnail for row in rows], pa.binary()),
+            "created": pa.array([now] * len(rows), pa.float64()),
+        },
+        schema=clip_schema(dim),
+    )
 
 
 def make_thumbnail(rgb: np.ndarray, max_side: int = 96, quality: int = 70) -> bytes:
@@ -312,6 +335,9 @@ class ClipWriter:
         retention=None,
         after_retention=None,
         clock: Callable[[], float] = time.time,
+        append: bool = False,
+        maintenance: bool = True,
+        storage_options: dict | None = None,
     ):
         if index_min_rows < 256:
             raise ValueError("index_min_rows must be >= 256: IVF_PQ cannot train on fewer rows")
@@ -334,12 +360,19 @@ class ClipWriter:
         self.retention = retention
         self.after_retention = after_retention
         self.clock = clock
+        self.append = bool(append)
+        self.maintenance = bool(maintenance)
+        self.storage_options = dict(storage_options or {}) or None
+        # Append mode: files whose rows are known to be new (checked once, see _commit).
+        self._fresh_uris: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self.replayed_rows = 0  # rows dropped because a crash replay found them committed
         # Set while wait_for_room() blocks: live sources record a gap instead of waiting.
         self.backpressure = threading.Event()
 
         # Its size_bytes is the cache's size (the soak prints it).
         self.session = bounded_session(WRITER_CACHE_MB["index"], WRITER_CACHE_MB["metadata"])
-        self._db = connect(self.db_uri, session=self.session)
+        extra = {"storage_options": self.storage_options} if self.storage_options else {}
+        self._db = connect(self.db_uri, session=self.session, **extra)
         self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
 
         self._cond = threading.Condition()
@@ -509,6 +542,9 @@ class ClipWriter:
                 "last_maintenance_error": self.last_maintenance_error,
                 "retention_deleted": self.retention_deleted,
                 "last_retention": self.last_retention,
+                "mode": "append" if self.append else "upsert",
+                "maintenance": self.maintenance,
+                "replayed_rows": self.replayed_rows,
             }
 
     @property
@@ -518,7 +554,12 @@ class ClipWriter:
 
     def maintain(self, force: bool = False) -> None:
         """Retention (when due), compact, refresh and create indexes. Runs on the writer thread
-        every optimize_every_s."""
+        every optimize_every_s; not at all on a node configured without maintenance (several
+        nodes on one archive: one of them maintains it, so compaction and cleanup never race
+        the others' commits twice over)."""
+        if not self.maintenance:
+            self._last_optimize = time.monotonic()
+            return
         table = self._table
         self.apply_retention(force=force)
         num_rows = table.count_rows()
@@ -608,33 +649,55 @@ class ClipWriter:
                     return []  # idle: time for maintenance
 
     def _commit(self, batch: list[ClipRow]) -> None:
-        now = self.clock()
-        data = pa.table(
-            {
-                "id": [row.row_id() for row in batch],
-                "source": [row.source for row in batch],
-                "uri": [row.uri for row in batch],
-                "level": pa.array([row.level for row in batch], pa.int8()),
-                "start": pa.array([row.start for row in batch], pa.float64()),
-                "end": pa.array([row.end for row in batch], pa.float64()),
-                "model": [row.model or self.model_id for row in batch],
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.stack([row.vector for row in batch]).ravel(), pa.float32()),
-                    self.dim),
-                "thumbnail": pa.array([row.thumbnail for row in batch], pa.binary()),
-                "created": pa.array([now] * len(batch), pa.float64()),
-            },
-            schema=clip_schema(self.dim),
-        )
+        data = rows_table(batch, self.dim, self.model_id, self.clock())
         # A batch may contain the same id twice (a replay inside one batch); keep the first.
         ids = data.column("id").to_pylist()
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
             keep = [i for i, x in enumerate(ids) if not (x in seen or seen.add(x))]
             data = data.take(keep)
-        (self._table.merge_insert("id")
-         .when_not_matched_insert_all()
-         .execute(data))
+            batch = [batch[i] for i in keep]
+            ids = [ids[i] for i in keep]
+        if not self.append:
+            (self._table.merge_insert("id")
+             .when_not_matched_insert_all()
+             .execute(data))
+            return
+        # Append mode (several nodes on one archive): every commit is a plain Append, which
+        # Lance rebases over other nodes' concurrent commits (concurrent merge_inserts can both
+        # insert one new key: lance #4585). Only a crash replay can repeat a row, and only rows
+        # of a file resumed from its checkpoint (live streams restart live, with new ids): a
+        # file's rows are checked until one is not in the archive (rows are committed in order,
+        # so the archive holds a prefix of each file's rows); ids found are dropped, like the
+        # insert-if-absent of an upsert, and this node is the only writer of those ids.
+        check = [i for i, row in enumerate(batch)
+                 if row.recording and row.uri not in self._fresh_uris]
+        if check:
+            existing = self._existing_ids([ids[i] for i in check])
+            drop = set()
+            for i in check:
+                if ids[i] in existing:
+                    drop.add(i)
+                else:
+                    self._fresh_uris[batch[i].uri] = None
+                    while len(self._fresh_uris) > 10_000:
+                        self._fresh_uris.popitem(last=False)
+            if drop:
+                log.info("replay: %d row(s) already in the archive dropped", len(drop))
+                data = data.take(pa.array([i for i in range(len(ids)) if i not in drop],
+                                          pa.int64()))
+                self.replayed_rows += len(drop)
+        if data.num_rows:
+            self._table.add(data)
+
+    def _existing_ids(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            where = "id IN (" + ", ".join("'" + x.replace("'", "''") + "'" for x in part) + ")"
+            found.update(self._table.search().where(where).select(["id"]).limit(len(part))
+                         .to_arrow().column("id").to_pylist())
+        return found
 
     def _run(self) -> None:
         while True:

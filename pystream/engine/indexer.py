@@ -108,7 +108,10 @@ class Indexer:
                                  max_pending_rows=w.max_pending_rows, cancel=self.stop_event,
                                  keep_versions_s=w.keep_versions_s,
                                  retention=RetentionPolicy.from_config(config),
-                                 after_retention=self.checkpoints.forget_files)
+                                 after_retention=self.checkpoints.forget_files,
+                                 append=config.writer_append(),
+                                 maintenance=config.node.maintenance,
+                                 storage_options=config.storage_options or None)
         self.commit.attach(self.writer)
         self._disk_low: Dict[str, bool] = {}
         self.runners: List[SourceRunner] = []
