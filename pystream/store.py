@@ -43,6 +43,8 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import BTree, Bitmap, IvfPq
 
+from .memory import trim_heap
+
 log = logging.getLogger(__name__)
 
 VECTOR_INDEX_NAME = "vector_idx"
@@ -581,6 +583,7 @@ class ClipWriter:
         # recent versions), and the space of deleted rows comes back.
         table.optimize(cleanup_older_than=timedelta(seconds=self.keep_versions_s))
         self._last_optimize = time.monotonic()
+        trim_heap()  # freed pages back to the kernel: RSS stays flat over months (memory.py)
 
     def apply_retention(self, force: bool = False) -> int:
         """Delete the rows past ``retention`` (every ``retention.interval_s``, or now with
