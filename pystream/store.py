@@ -312,7 +312,8 @@ class ClipWriter:
     ``pystream.retention.RetentionPolicy`` applied in ``maintain``; ``clock`` gives the wall
     time (rows' ``created``, retention's now: tests pass a fake one). ``after_retention``
     is called with the policy's cutoffs after each retention pass (the daemon forgets the
-    checkpoints of files that retention made moot).
+    checkpoints of files that retention made moot). ``table_wait_s``: how long an appending
+    node without maintenance waits for the maintenance node to create the table.
     """
 
     def __init__(
@@ -338,6 +339,7 @@ class ClipWriter:
         after_retention=None,
         clock: Callable[[], float] = time.time,
         append: bool = False,
+        table_wait_s: float = 30.0,
         maintenance: bool = True,
         storage_options: dict | None = None,
     ):
@@ -375,6 +377,8 @@ class ClipWriter:
         self.session = bounded_session(WRITER_CACHE_MB["index"], WRITER_CACHE_MB["metadata"])
         extra = {"storage_options": self.storage_options} if self.storage_options else {}
         self._db = connect(self.db_uri, session=self.session, **extra)
+        if self.append and not self.maintenance:
+            self._wait_for_table(table_wait_s)
         self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
 
         self._cond = threading.Condition()
@@ -691,7 +695,28 @@ class ClipWriter:
                                           pa.int64()))
                 self.replayed_rows += len(drop)
         if data.num_rows:
-            self._table.add(data)
+            try:
+                self._table.add(data)
+            except Exception as e:
+                if "ncompatible transaction" not in str(e):
+                    raise
+                # Another node's create (an Overwrite in Lance) landed after this handle's
+                # version: Lance will not rebase an Append over it. The rows stay queued; the
+                # next attempt appends on the latest version.
+                self._table = self._db.open_table(self.table_name)
+                raise
+
+    def _wait_for_table(self, timeout_s: float) -> None:
+        """Several nodes on one archive: the maintenance node creates the table. Two nodes
+        creating it at once both commit (the later create is an Overwrite that Lance rebases),
+        so the others wait for it a while before creating it themselves."""
+        deadline = time.monotonic() + timeout_s
+        while self.table_name not in list_table_names(self._db):
+            if time.monotonic() > deadline:
+                log.warning("table %r not created by the maintenance node within %.0f s; "
+                            "creating it here", self.table_name, timeout_s)
+                return
+            time.sleep(0.5)
 
     def _existing_ids(self, ids: list[str]) -> set[str]:
         found: set[str] = set()

@@ -330,7 +330,7 @@ def test_maintenance_only_where_configured(tmp_path):
     from pystream.store import ClipWriter
 
     w = ClipWriter(tmp_path, dim=8, model_id="m", append=True, maintenance=False,
-                   optimize_every_s=1e9)
+                   optimize_every_s=1e9, table_wait_s=0.5)  # no maintenance node: creates it
     w.write(_rows(10))
     w.close(optimize=True)  # would compact and index on a maintaining node
     tbl = lancedb.connect(str(tmp_path)).open_table("clips")
