@@ -170,7 +170,9 @@ def main():
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--file-every", type=float, default=30.0, help="a new recording every N s")
     ap.add_argument("--retention-s", type=float, default=360.0, help="rows' max age")
-    ap.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the slopes")
+    ap.add_argument("--warmup", type=float, default=15.0,
+                    help="minutes left out of the slopes (the LanceDB caches fill to their caps "
+                         "in about 12 minutes at the soak's commit a second)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--no-reader", action="store_true", help="no concurrent reader (to bisect)")
@@ -364,6 +366,9 @@ def main():
         print(f"{key}_per_hour={slope_per_hour(ts, [r[key] for r in use]):.2f}  "
               f"({key} min {min(r[key] for r in use):.1f}, max {max(r[key] for r in use):.1f}, "
               f"last {use[-1][key]:.1f})")
+    early = [r for r in samples if r["t"] >= 5 * 60] or samples
+    early_slope = slope_per_hour([r["t"] for r in early], [r["rss_mb"] for r in early])
+    print(f"rss_mb_per_hour_from_5min={early_slope:.2f}  (includes the caches filling)")
     print(f"rss_mb_per_hour={slope_per_hour(ts, [r['rss_mb'] for r in use]):.2f}")
     print(f"fragments_max={max(r['fragments'] for r in samples)}")
     print(f"versions_max={max(r['versions'] for r in samples)}")
