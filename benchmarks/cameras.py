@@ -525,7 +525,8 @@ def main():
     def per_config(value: str, default: int) -> dict:
         if "=" not in value:
             return {n: int(value) for n in names}
-        return {n: default, **{k: int(v) for k, v in (kv.split("=") for kv in value.split(","))}}
+        return {**{n: default for n in names},
+                **{k: int(v) for k, v in (kv.split("=") for kv in value.split(","))}}
     starts, maxes = per_config(args.start, 8), per_config(args.max, 64)
     print(f"machine: {os.cpu_count()} cpus, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}; default config: {config_overrides('default')}")
