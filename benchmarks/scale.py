@@ -29,13 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+    from pystream.synthetic.train import _cpu_name  # one reader of /proc/cpuinfo
+
+    return _cpu_name()
 
 
 def rows_of(archive: str) -> dict:
