@@ -243,17 +243,24 @@ def cmd_watch(args) -> int:
 
 # ----------------------------------------------------------------------------- index
 
-def cmd_index(args) -> int:
-    from .indexing import index, video_files
-
+def _batch_job(args, list_files, inputs):
+    """Set-up shared by index and backfill: the input files (a bad path is a CliError), logging,
+    and an Event that Ctrl-C / SIGTERM set so the job stops cleanly."""
     try:
-        files = video_files(args.paths)
+        files = list_files(inputs)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     setup_logging("WARNING" if not args.verbose else "INFO", "text")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    return files, stop
+
+
+def cmd_index(args) -> int:
+    from .indexing import index, video_files
+
+    files, stop = _batch_job(args, video_files, args.paths)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("[bold]indexing"), BarColumn(),
@@ -287,14 +294,7 @@ def cmd_index(args) -> int:
 def cmd_backfill(args) -> int:
     from .backfill import BackfillError, backfill, expand_inputs
 
-    try:
-        files = expand_inputs(args.inputs)
-    except (FileNotFoundError, ValueError) as e:
-        raise CliError(str(e)) from None
-    setup_logging("WARNING" if not args.verbose else "INFO", "text")
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    files, stop = _batch_job(args, expand_inputs, args.inputs)
 
     def progress(p):
         if not args.quiet:
