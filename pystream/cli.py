@@ -243,6 +243,14 @@ def cmd_watch(args) -> int:
 
 # ----------------------------------------------------------------------------- index
 
+def _report(result) -> int:
+    """Prints an index/backfill result and its per-file errors; returns its exit code."""
+    print(result)
+    for message in result.error_messages:
+        print(f"  error: {message}", file=sys.stderr)
+    return result.exit_code
+
+
 def _batch_job(args, list_files, inputs):
     """Set-up shared by index and backfill: the input files (a bad path is a CliError), logging,
     and an Event that Ctrl-C / SIGTERM set so the job stops cleanly."""
@@ -283,10 +291,7 @@ def cmd_index(args) -> int:
             if error is None:
                 raise
             raise error from None
-    print(result)
-    for message in result.error_messages:
-        print(f"  error: {message}", file=sys.stderr)
-    return result.exit_code
+    return _report(result)
 
 
 # ----------------------------------------------------------------------------- backfill
@@ -319,10 +324,7 @@ def cmd_backfill(args) -> int:
         if error is None:
             raise
         raise error from None
-    print(result)
-    for message in result.error_messages:
-        print(f"  error: {message}", file=sys.stderr)
-    return result.exit_code
+    return _report(result)
 
 
 # ----------------------------------------------------------------------------- search
