@@ -285,6 +285,35 @@ def test_decode_keyframes_and_all_give_the_same_samples_on_a_keyframe_grid(tmp_p
         StreamSource("bad", f"file://{path}", decode="some")
 
 
+def test_keyframes_only_decoding_skips_the_deblocking_filter_at_a_small_cost_in_pixels(tmp_path):
+    """Keyframes decode in a decoder of their own without H.264's in-loop filter (nothing
+    references them): the samples differ a little from full decoding, and only a little."""
+    import av
+    import numpy as np
+    if "libx264" not in av.codecs_available:
+        pytest.skip("needs libx264 (a deblocking encoder)")
+    path = tmp_path / "cam.mp4"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:  # preset veryfast deblocks (ultrafast does not)
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 320, 240, "yuv420p"
+        st.options = {"g": "5", "preset": "veryfast", "crf": "40", "bf": "0"}
+        for i in range(30):
+            img = np.roll(base, 4 * i, axis=1)
+            for p in st.encode(av.VideoFrame.from_ndarray(img, "rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    a, _ = _frames_and_decode_modes(StreamSource("a", f"file://{path}", fps=FPS, size=224,
+                                                 realtime=False, decode="all"))
+    k, modes = _frames_and_decode_modes(StreamSource("k", f"file://{path}", fps=FPS, size=224,
+                                                     realtime=False, decode="keyframes"))
+    assert modes == {"keyframes"} and len(a) == len(k) == 6
+    diff = [np.abs(x.rgb.astype(int) - y.rgb.astype(int)).mean() for x, y in zip(a, k)]
+    assert 0 < max(diff) < 3, diff
+
+
 def test_index_url_is_decoded_and_url_is_what_rows_point_at(tmp_path):
     path = make_video(tmp_path / "sub.mp4", seconds=2, fps=10)
     src = StreamSource("cam", "rtsp://127.0.0.1:1/main", index_url=f"file://{path}", fps=FPS,

@@ -211,14 +211,15 @@ class StreamingEncoder:
 
     def _chunk_layers(self, chunks: Sequence[Chunk]) -> Tokens:
         m = self.model
-        pix = [c.frames if (isinstance(c.frames, torch.Tensor) and c.frames.is_floating_point())
-               else m.preprocess(c.frames) for c in chunks]
+        given = [isinstance(c.frames, torch.Tensor) and c.frames.is_floating_point()
+                 for c in chunks]  # normalised pixels handed in (else uint8 frames)
+        pix = [c.frames if g else m.preprocess(c.frames) for c, g in zip(chunks, given)]
         pixels = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pix])
         frame_index, frame_times = [], []
         for c in chunks:
             frame_index += c.indices()  # a padded tail repeats its last frame's index
             frame_times += [(t, t + c.frame_duration) for t in c.times]
-        t = m.embed(pixels, frame_index, frame_times)
+        t = m.embed(pixels, frame_index, frame_times, finite=not any(given))
         if self.reuse is not None:
             c0 = self.schedule.clipme_start(len(m.layers))
             t = run_reused_layers(m, t, [c.stream for c in chunks], self.chunk_frames, self.reuse,
