@@ -195,6 +195,12 @@ def config_overrides(name: str) -> dict:
         ov = config_overrides("default")
         ov["precision"] = "int8"
         return ov
+    if name.startswith("reuse"):  # the default with other reuse settings: reuse0.2 or reuse0.2r16
+        thr, _, refresh = name[len("reuse"):].partition("r")
+        ov = config_overrides("default")
+        ov["reuse"] = {"threshold": float(thr),
+                       "refresh_chunks": int(refresh or ov["reuse"].get("refresh_chunks", 8))}
+        return ov
     if name.startswith("bf16"):
         return dict(merge="default", precision="bf16", reuse={"threshold": 0}, decode="auto",
                     decode_threads=1)
