@@ -43,10 +43,11 @@ interval and, when keyframes come at least as often as samples are taken, tells 
 skip every non-key frame (libav's ``skip_frame``: a decoder setting, so nothing is corrupted,
 unlike dropping packets); it switches back to full decoding if the GOP grows. Keyframes-only
 decoding runs in a decoder of its own that also skips H.264's in-loop deblocking filter: a
-keyframe references no other frame, so the skipped filter cannot spread, and it saves 13% of
-the decode time for a mean difference of 0.3/255 after the resize to 224 px (live cameras are
-mostly decode-bound, see benchmarks/cameras.py). ``keyframes`` forces it, ``all`` decodes
-everything. ``decode_threads`` (default 1) keeps many cameras from
+keyframe references no other frame, so the skipped filter cannot spread. It saves 13% of the
+decode time of a file's keyframes (2-6% of a live reader's CPU, where waking up and cache
+misses weigh more) for a mean difference of 0.3/255 after the resize to 224 px; with many
+cameras decoding is about 40% of the box (benchmarks/cameras.py). ``keyframes`` forces it,
+``all`` decodes everything. ``decode_threads`` (default 1) keeps many cameras from
 spawning a frame-thread pool each. ``index_url`` names a low-resolution substream to index
 (cameras offer one; we resize to the model's 224 px anyway) while ``url`` stays the stream
 that rows point at, for playback and recording.
