@@ -285,6 +285,41 @@ def test_decode_keyframes_and_all_give_the_same_samples_on_a_keyframe_grid(tmp_p
         StreamSource("bad", f"file://{path}", decode="some")
 
 
+def test_decode_auto_goes_back_to_every_frame_when_the_gop_grows(tmp_path):
+    """Keyframes every 0.5 s for 2 s, then every 2 s: sampled at 2 fps the reader decodes
+    keyframes alone (its own decoder), then switches back to the stream's decoder at a
+    keyframe."""
+    import av
+    import numpy as np
+    if "libx264" not in av.codecs_available:
+        pytest.skip("needs libx264 (forced keyframes)")
+    path = tmp_path / "cam.mp4"
+    from av.video.frame import PictureType
+    keys = {0, 5, 10, 15, 20, 40, 60}
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        st.options = {"g": "1000", "keyint_min": "1000", "sc_threshold": "0", "bf": "0",
+                      "preset": "ultrafast"}
+        for i in range(80):
+            img = np.full((48, 64, 3), (i * 3) % 255, np.uint8)
+            fr = av.VideoFrame.from_ndarray(img, "rgb24")
+            fr.pict_type = PictureType.I if i in keys else PictureType.NONE
+            for p in st.encode(fr):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    src = StreamSource("sim", f"file://{path}", fps=FPS, size=16, realtime=False)
+    frames, modes = _frames_and_decode_modes(src)
+    assert modes == {"keyframes", "all"}
+    assert src.status()["decode"] == "all"
+    # The samples between the last keyframe of the short GOP (2.0 s) and the first of the long
+    # one (4.0 s) were skipped before the reader could know the GOP had grown: one GOP is lost.
+    # From there on every sample is there, on the grid.
+    assert [round(f.pts_s, 2) for f in frames] == [0.0, 0.5, 1.0, 1.5, 2.0, 4.0, 4.5, 5.0,
+                                                    5.5, 6.0, 6.5, 7.0, 7.5]
+
+
 def test_keyframes_only_decoding_skips_the_deblocking_filter_at_a_small_cost_in_pixels(tmp_path):
     """Keyframes decode in a decoder of their own without H.264's in-loop filter (nothing
     references them): the samples differ a little from full decoding, and only a little."""

@@ -41,7 +41,8 @@ Decoding only what is needed (``decode``): at 1 sampled frame per second most de
 are thrown away. With ``auto`` (the default) the reader measures the stream's keyframe
 interval and, when keyframes come at least as often as samples are taken, tells the decoder to
 skip every non-key frame (libav's ``skip_frame``: a decoder setting, so nothing is corrupted,
-unlike dropping packets); it switches back to full decoding if the GOP grows. Keyframes-only
+unlike dropping packets); it switches back to full decoding if the GOP grows (at the first
+keyframe of the longer GOP: the samples of the GOP before it, never decoded, are lost). Keyframes-only
 decoding runs in a decoder of its own that also skips H.264's in-loop deblocking filter: a
 keyframe references no other frame, so the skipped filter cannot spread. It saves 13% of the
 decode time of a file's keyframes (2-6% of a live reader's CPU, where waking up and cache
