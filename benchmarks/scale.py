@@ -28,12 +28,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def cpu_name() -> str:
-    from pystream.synthetic.train import _cpu_name  # one reader of /proc/cpuinfo
-
-    return _cpu_name()
-
-
 def rows_of(archive: str) -> dict:
     import lancedb
 
@@ -69,6 +63,8 @@ def main(argv=None) -> int:
     for i in range(args.files):
         make_video(videos / f"cam{i:02d}.mp4", seconds=args.seconds, fps=10, size=(320, 240))
     frames = int(args.files * args.seconds * args.fps)
+    from pystream.synthetic.train import cpu_name  # the one reader of /proc/cpuinfo
+
     print(f"machine: {os.cpu_count()} CPUs ({cpu_name()}), {platform.platform()}")
     print(f"files={args.files} seconds_each={args.seconds:g} sample_fps={args.fps:g} "
           f"frames={frames} model={args.model}")

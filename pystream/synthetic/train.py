@@ -433,7 +433,7 @@ def train(args) -> dict:
     info = dict(args=vars(args), seconds_data=t_data, seconds_train=train_s,
                 seconds_total=total_s, n_params=n_params, final=final, history=history,
                 amp=amp, torch=torch.__version__, machine=platform.machine(),
-                cpu=_cpu_name(), threads=args.threads)
+                cpu=cpu_name(), threads=args.threads)
     size = save_model(clip, tokenizer, args.out, CLIP_MEAN, CLIP_STD, training_md(info))
     # The size goes into TRAINING.md too: rewrite it once it is known.
     info["bytes"] = size
@@ -443,7 +443,7 @@ def train(args) -> dict:
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
