@@ -257,12 +257,13 @@ def list_table_names(db) -> list[str]:
 # LanceDB caches the metadata of every version it opens, and index pages, in its session; the
 # defaults (GiBs) let a writer that commits every second grow by ~180 MB an hour for hours
 # (benchmarks/soak.py; each commit is a version, each optimize new index deltas, and stale
-# entries stay until the cap evicts them). The caps are small so that they fill within the
-# first hour: measured in the soak, the reader's metadata cache grows 1.5 MB a minute and its
-# index cache 0.4. A reader needs only the latest version; index pages beyond the cap are read
-# again from disk (the OS page cache keeps the hot ones).
-WRITER_CACHE_MB = {"index": 16, "metadata": 8}
-READER_CACHE_MB = {"index": 64, "metadata": 16}
+# entries stay until the cap evicts them). So a cache always ends at its cap, and the caps are
+# small enough to be reached within the first 25 minutes: with the earlier caps (writer 24 MB,
+# reader 80 MB) the two caches were still growing 10 MB an hour after 35 minutes of the soak
+# (soak-2026-12-02d.txt). A reader needs only the latest version; index pages beyond the cap
+# are read again from disk (the OS page cache keeps the hot ones).
+WRITER_CACHE_MB = {"index": 4, "metadata": 4}
+READER_CACHE_MB = {"index": 8, "metadata": 8}
 
 
 def bounded_session(index_mb: float, metadata_mb: float):
