@@ -170,6 +170,8 @@ def decoded_frames(path: Path, size: int, n: int, offset_s: float = 0.0) -> torc
         out.append(f.rgb)
         if len(out) == n:
             break
+    if not out:  # the loop below would never end
+        raise ValueError(f"{path.name} has no frame after {offset_s} s")
     while len(out) < n:  # loop like the senders do
         out += out[: n - len(out)]
     return torch.from_numpy(np.stack(out))
@@ -240,7 +242,7 @@ def encoder_section(names, streams: int, frames_per_cam: int, height: int,
         model = ClipVideoModel(random_clip(model_name), model_id=f"random-{model_name}")
     paths = clips(height)
     size = model.image_size
-    cams = [decoded_frames(paths[s % len(paths)], size, frames_per_cam, offset_s=7.0 * (s // 3))
+    cams = [decoded_frames(paths[s % len(paths)], size, frames_per_cam, offset_s=7.0 * (s // len(paths) % 7))
             for s in range(streams)]
     n_chunks = frames_per_cam // 4
     names = list(dict.fromkeys(["tempme", *names]))  # exact fp32 TempMe is the fidelity reference

@@ -123,6 +123,29 @@ def test_bf16_precision_is_close_to_fp32():
         StreamingEncoder(m, precision="fp8")
 
 
+def test_folded_quick_gelu_is_the_same_mlp_and_leaves_the_model_untouched():
+    """The reduced-precision copies fold CLIP's quick GELU into fc1/fc2 (one SiLU instead of
+    two multiplies and a sigmoid): in fp32 the MLP's output is unchanged to rounding."""
+    from transformers.activations import QuickGELUActivation
+
+    from pystream.model import precision
+
+    m = video_model("tiny")
+    mlp = m.layers[0].mlp
+    fc1, fc2, act = precision.fold_quick_gelu(mlp)
+    x = torch.randn(37, fc1.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = mlp(x)
+        got = fc2(act(fc1(x)))
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max()
+    b = precision.with_bf16_linears(m)
+    assert all(isinstance(layer.mlp.activation_fn, precision.FoldedQuickGELU) for layer in b.layers)
+    assert all(isinstance(layer.mlp.activation_fn, QuickGELUActivation) for layer in m.layers)
+    assert b.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert m.layers[0].mlp.fc1.weight.dtype == torch.float32
+    assert torch.equal(m.layers[0].mlp.fc1.weight, mlp.fc1.weight)
+
+
 def test_many_chunks_of_one_stream_in_one_batch_run_in_one_pass():
     """A file brings many chunks of one stream per batch: they are all gated against the state
     at the start of the batch (one pass, not one chunk per round). Nothing reused: exactly

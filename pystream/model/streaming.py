@@ -213,8 +213,14 @@ class StreamingEncoder:
         m = self.model
         given = [isinstance(c.frames, torch.Tensor) and c.frames.is_floating_point()
                  for c in chunks]  # normalised pixels handed in (else uint8 frames)
-        pix = [c.frames if g else m.preprocess(c.frames) for c, g in zip(chunks, given)]
-        pixels = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pix])
+        frames = [c.frames if isinstance(c.frames, torch.Tensor)
+                  else torch.as_tensor(np.asarray(c.frames)) for c in chunks]
+        if not any(given) and len({(f.shape[-3:], f.dtype) for f in frames}) == 1:
+            # uint8 frames: joined first (4x fewer bytes than floats), normalised in one call
+            pixels = m.preprocess(torch.cat([f.reshape(-1, *f.shape[-3:]) for f in frames]))
+        else:  # per chunk, so that preprocess names what is wrong with a chunk's frames
+            pix = [c.frames if g else m.preprocess(c.frames) for c, g in zip(chunks, given)]
+            pixels = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pix])
         frame_index, frame_times = [], []
         for c in chunks:
             frame_index += c.indices()  # a padded tail repeats its last frame's index

@@ -212,8 +212,8 @@ class ClipVideoModel(torch.nn.Module):
             )
         if x.dtype != torch.uint8:
             raise ValueError(f"frames must be uint8 RGB, got {x.dtype}")
-        x = x.movedim(-1, -3).to(self.pixel_mean.device, torch.float32) / 255.0
-        return (x - self.pixel_mean) / self.pixel_std
+        x = x.movedim(-1, -3).to(self.pixel_mean.device, torch.float32)
+        return x.div_(255.0).sub_(self.pixel_mean).div_(self.pixel_std)  # in place: one buffer
 
     def _check_pixels(self, pixels: torch.Tensor, finite: bool = False):
         s = self.image_size
