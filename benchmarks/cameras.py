@@ -242,7 +242,8 @@ def encoder_section(names, streams: int, frames_per_cam: int, height: int,
         model = ClipVideoModel(random_clip(model_name), model_id=f"random-{model_name}")
     paths = clips(height)
     size = model.image_size
-    cams = [decoded_frames(paths[s % len(paths)], size, frames_per_cam, offset_s=7.0 * (s // len(paths) % 7))
+    cams = [decoded_frames(paths[s % len(paths)], size, frames_per_cam,
+                           offset_s=7.0 * (s // len(paths) % 7))  # 7 offsets within a clip
             for s in range(streams)]
     n_chunks = frames_per_cam // 4
     names = list(dict.fromkeys(["tempme", *names]))  # exact fp32 TempMe is the fidelity reference

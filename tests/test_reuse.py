@@ -139,7 +139,8 @@ def test_folded_quick_gelu_is_the_same_mlp_and_leaves_the_model_untouched():
         got = fc2(act(fc1(x)))
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max()
     b = precision.with_bf16_linears(m)
-    assert all(isinstance(layer.mlp.activation_fn, precision.FoldedQuickGELU) for layer in b.layers)
+    assert all(isinstance(layer.mlp.activation_fn, precision.FoldedQuickGELU)
+               for layer in b.layers)
     assert all(isinstance(layer.mlp.activation_fn, QuickGELUActivation) for layer in m.layers)
     assert b.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
     assert m.layers[0].mlp.fc1.weight.dtype == torch.float32
