@@ -43,7 +43,7 @@ import torch
 ADAPTER_FORMAT = 1
 # tiny-clip with its TempMe adapter (pystream/assets/tiny-clip/adapter). 'shipped' (and its alias
 # 'shipped-base') stays the training-free checkpoint: the adapter misses issue 14's goals (R@1
-# 1.18x, direction 57%; see its TRAINING.md), and archives recorded as 'shipped' hold that
+# 1.32x, direction 55%; see its TRAINING.md), and archives recorded as 'shipped' hold that
 # checkpoint's vectors.
 SHIPPED_TEMPME = "shipped-tempme"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj")
