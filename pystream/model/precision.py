@@ -5,11 +5,12 @@ inputs with fp32 accumulation (oneDNN on CPUs with AVX512_BF16 or AMX, tensor co
 while layer norms, softmax and the residual stream stay fp32. So the carried tokens stay fp32
 and an embedding moves by about 1e-5 in cosine (benchmarks/cameras.py prints the fidelity).
 
-The reduced-precision copy of the vision tower is also reshaped for speed, with the same
-arithmetic: q, k and v are one fused projection (one cast, one matrix multiply) and CLIP's
-quick GELU is folded into the MLP's weights (one in-place SiLU). Measured on the project's box,
-encoder only, 16 cameras (benchmarks/cameras.py): bf16 TempMe went from 3.8-4.2x to 5.0x
-per-frame fp32 CLIP, the default (bf16 + reuse) from 3.9-5.0x to 5.5x.
+The reduced-precision copy of the vision tower is also reshaped for speed, computing the same
+function (up to bf16 rounding of the rescaled weights): q, k and v are one fused projection
+(one cast, one matrix multiply) and CLIP's quick GELU is folded into the MLP's weights (one
+in-place SiLU). Measured on the project's box, encoder only, 16 cameras (benchmarks/cameras.py,
+after the fold, before the q/k/v fusion): bf16 TempMe went from 3.8-4.2x to 5.0x per-frame fp32
+CLIP, the default (bf16 + reuse) from 3.9-5.0x to 5.5x, with the same window cosines.
 
 ``auto`` picks bf16 where the hardware runs it natively (measured on the project's 2-core
 AVX512_BF16 box: ViT-B/32 per-frame 2-5x faster than fp32) and fp32 elsewhere (emulated
