@@ -141,6 +141,9 @@ class StatusReporter:
             self._failing = True
 
     def _run(self) -> None:
+        # At once, then every interval: `pystream status` must work from the daemon's first
+        # second (a disk that fills before the first interval would otherwise leave no status).
+        self.write_once()
         while not self._stop.wait(self.interval_s):
             self.write_once()
 
