@@ -163,6 +163,38 @@ def test_fused_qkv_projection_equals_the_three_projections():
     assert hasattr(a, "q_proj") and not hasattr(a, "qkv_proj")  # the fp32 model untouched
 
 
+def test_folded_pixel_normalisation_embeds_raw_pixels_like_normalised_ones():
+    """The bf16 copy folds (x/255 - mean)/std into the patch embedding: its preprocess hands
+    raw 0-255 values on, and its embeddings match the fp32 model's to bf16 rounding, from uint8
+    frames and from normalised pixels alike; the fp32 model keeps normalising."""
+    from pystream.model import precision
+
+    m = video_model("tiny")
+    b = precision.with_bf16_linears(m)
+    s = m.image_size
+    frames = torch.randint(0, 256, (3, s, s, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(2))
+    raw = b.preprocess(frames)
+    assert raw.dtype == torch.bfloat16 and torch.equal(raw.float(), frames.movedim(-1, -3).float())
+    pixels = m.preprocess(frames)
+    assert pixels.dtype == torch.float32 and m.raw_pixels is None
+    with torch.no_grad():
+        want = m.embed(pixels).h
+        with precision.autocast("bf16", "cpu"):
+            got = b.embed(raw, finite=True).h
+            from_normalised = b.embed(pixels).h
+    for h in (got, from_normalised):
+        err = (h.float() - want).norm() / want.norm()
+        assert err < 2e-2, err  # bf16 rounding (about 2^-8 relative), not a different function
+        cos = torch.nn.functional.cosine_similarity(h.float(), want, dim=-1)
+        assert cos.min() > 0.999, cos.min()
+    back = b.pixels_for_embed(pixels)  # a batch mixing both kinds of chunk joins these
+    assert back.dtype == torch.bfloat16 and (back.float() - raw.float()).abs().max() <= 1.0
+    assert m.pixels_for_embed(pixels) is pixels
+    assert m.vision.embeddings.patch_embedding.weight.dtype == torch.float32  # untouched
+    assert m.vision.embeddings is not b.vision.embeddings
+
+
 def test_many_chunks_of_one_stream_in_one_batch_run_in_one_pass():
     """A file brings many chunks of one stream per batch: they are all gated against the state
     at the start of the batch (one pass, not one chunk per round). Nothing reused: exactly

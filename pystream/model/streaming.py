@@ -219,7 +219,8 @@ class StreamingEncoder:
             # uint8 frames: joined first (4x fewer bytes than floats), normalised in one call
             pixels = m.preprocess(torch.cat([f.reshape(-1, *f.shape[-3:]) for f in frames]))
         else:  # per chunk, so that preprocess names what is wrong with a chunk's frames
-            pix = [c.frames if g else m.preprocess(c.frames) for c, g in zip(chunks, given)]
+            pix = [m.pixels_for_embed(c.frames) if g else m.preprocess(c.frames)
+                   for c, g in zip(chunks, given)]
             pixels = torch.cat([p.reshape(-1, *p.shape[-3:]) for p in pix])
         frame_index, frame_times = [], []
         for c in chunks:

@@ -164,6 +164,9 @@ class ClipVideoModel(torch.nn.Module):
         # TempMe's learned per-slot (temporal) embeddings, added in the ClipMe layers
         # (adapter.TemporalEmbeddings). None: the training-free forward, exactly.
         self.temporal = None
+        # None: preprocess normalises pixels (fp32). A dtype: the patch embedding takes raw
+        # 0-255 values of that dtype (precision.fold_pixel_normalisation, the bf16 copy).
+        self.raw_pixels = None
 
     @classmethod
     def from_pretrained(cls, name_or_path=DEFAULT_MODEL, schedule=DEFAULT,
@@ -207,8 +210,10 @@ class ClipVideoModel(torch.nn.Module):
 
     # ------------------------------------------------------------------ pixels
     def preprocess(self, frames) -> torch.Tensor:
-        """uint8 RGB frames [..., H, W, 3] (numpy or torch) -> normalised float [..., 3, H, W].
-        Frames must already be image_size x image_size (the decoder resizes in libav)."""
+        """uint8 RGB frames [..., H, W, 3] (numpy or torch) -> normalised float [..., 3, H, W]
+        (a reduced-precision copy with ``raw_pixels`` set: the raw values in that dtype; its
+        patch embedding normalises). Frames must already be image_size x image_size (the
+        decoder resizes in libav)."""
         x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
         if x.dim() < 3 or x.shape[-1] != 3:
             raise ValueError(f"frames must be RGB arrays [..., H, W, 3], got shape {tuple(x.shape)}")
@@ -220,8 +225,17 @@ class ClipVideoModel(torch.nn.Module):
             )
         if x.dtype != torch.uint8:
             raise ValueError(f"frames must be uint8 RGB, got {x.dtype}")
+        if self.raw_pixels is not None:  # normalisation is folded into the patch embedding
+            return x.movedim(-1, -3).to(self.pixel_mean.device, self.raw_pixels)
         x = x.movedim(-1, -3).to(self.pixel_mean.device, torch.float32)
         return x.div_(255.0).sub_(self.pixel_mean).div_(self.pixel_std)  # in place: one buffer
+
+    def pixels_for_embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised float pixels -> what this model's patch embedding takes: themselves, or
+        raw 0-255 values for a copy with the normalisation folded in (``raw_pixels``)."""
+        if self.raw_pixels is None:
+            return pixels
+        return ((pixels.float() * self.pixel_std + self.pixel_mean) * 255.0).to(self.raw_pixels)
 
     def _check_pixels(self, pixels: torch.Tensor, finite: bool = False):
         s = self.image_size
@@ -233,11 +247,17 @@ class ClipVideoModel(torch.nn.Module):
     # ------------------------------------------------------------------ vision forward
     def embed(self, pixels: torch.Tensor, frame_index=None, frame_times=None,
               finite: bool = False) -> Tokens:
-        """Patch embedding + pre-LN for F frames -> F sequences of 1 + P tokens. ``finite``:
+        """Patch embedding + pre-LN for F frames -> F sequences of 1 + P tokens. ``pixels``:
+        from ``preprocess``, or normalised float pixels (fp32). ``finite``:
         the caller made ``pixels`` with ``preprocess`` from uint8 frames, so the NaN/inf scan
         (5% of a live batch on the CPU) is skipped."""
         self._check_pixels(pixels, finite)
-        h = self.vision.pre_layrnorm(self.vision.embeddings(pixels.to(self.pixel_mean.device, self.pixel_mean.dtype)))
+        pixels = pixels.to(self.pixel_mean.device)
+        if self.raw_pixels is None:
+            pixels = pixels.to(self.pixel_mean.dtype)
+        elif pixels.dtype != self.raw_pixels:  # normalised pixels handed to a folded copy
+            pixels = self.pixels_for_embed(pixels)
+        h = self.vision.pre_layrnorm(self.vision.embeddings(pixels))
         Fn, N = h.shape[:2]
         sizes = torch.ones(Fn, N, dtype=torch.float32, device=h.device)
         frames = times = None
