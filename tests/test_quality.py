@@ -187,3 +187,25 @@ def test_shipped_adapter_breaks_time_reversal_symmetry(model, smoke_split):
                for name, m in (("base", model), ("tuned", tuned))}
     assert cos["base"] > 0.999
     assert cos["tuned"] < cos["base"] - 1e-3, cos
+
+
+def test_direction_probe_tells_a_shared_direction_from_noise():
+    """benchmarks/direction_probe.py's split-half probe: differences that share a direction
+    score 100%, differences of random direction about 50%, never what it is not shown."""
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "direction_probe.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("pystream_bench_direction", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(16, generator=g)
+    d = shared + 0.5 * torch.randn(40, 16, generator=g)
+    assert mod.split_half_probe(d) == 100.0
+    noise = torch.randn(4000, 16, generator=g)
+    assert 45 < mod.split_half_probe(noise) < 55
+    assert math.isnan(mod.split_half_probe(d[:1]))
