@@ -13,7 +13,8 @@ One process runs the real Indexer (shipped model, the default precision and reus
 - retention and maintenance sped up (``--retention-s`` max age, applied every minute;
   optimize every 30 s; old versions kept 120 s) so what months would do happens in minutes.
 
-Every minute it prints RSS, open fds, threads, LanceDB fragments and versions, the checkpoint
+Every minute it prints RSS (the minute's minimum and maximum of samples every 2 s), open fds,
+threads, LanceDB fragments (maximum and minimum) and versions, the checkpoint
 database's size, the writer's LanceDB cache, rows, reconnects and gaps. Last, the slope of each per hour (least squares
 after ``--warmup`` minutes), the maxima, and the exactly-once check: every row the writer
 committed is in the archive unless retention deleted it (``rows_lost=``), no id or (source,
@@ -286,17 +287,30 @@ def main():
         t.start()
     t0 = time.monotonic()
     samples = []
-    header = ("min  rss_mb  fds thr  frags vers  ckpt_kb cache_mb   rows  pending  reconn gaps "
+    header = ("min  rss_mb  (max)  fds thr  frags (min) vers  ckpt_kb cache_mb   rows  pending  reconn gaps "
               "dropped queries errors cam_cycles  heap_used heap_free arrow_mb py_kblk rcache_mb")
     print(f"soak: {args.cameras} cameras, a file every {args.file_every:g} s, retention "
           f"{args.retention_s:g} s, {args.minutes:g} min; work dir {root}", flush=True)
     print(header, flush=True)
     next_sample = t0 + 60
+    # RSS and fragments are also sampled every few seconds: both rise between two maintenance
+    # runs (fragments from the commits, RSS until maintenance trims the heap), and a once-a-minute
+    # sample taken at a slowly drifting phase of the ~30 s maintenance cycle makes a sawtooth
+    # with a period of tens of minutes (benchmarks/results/soak-2026-12-02e.txt) that biases the
+    # slope. The slope is therefore taken over each minute's minimum RSS (right after a trim,
+    # the same phase every minute); the maxima are printed beside it.
+    rss_window, frag_window = [], []
+    next_fast = t0
     try:
         while time.monotonic() - t0 < args.minutes * 60:
             now = time.monotonic()
             for c in cams if not args.no_outages else ():
                 c.tick(now)
+            if now >= next_fast:
+                next_fast += 2.0
+                rss_window.append(proc_numbers()["rss_mb"])
+                if len(rss_window) % 5 == 0:
+                    frag_window.append(len(ix.writer.table.to_lance().get_fragments()))
             if now >= next_sample:
                 next_sample += 60
                 if args.malloc_trim:
@@ -316,9 +330,15 @@ def main():
                                           for src in ix.sources if hasattr(src, "url")),
                            gaps=sum(len(x["gaps"]) for x in srcs),
                            dropped=sum(x.get("frames_dropped", 0) for x in srcs))
+                row["rss_mb_max"] = max(rss_window + [row["rss_mb"]])
+                row["rss_mb"] = min(rss_window + [row["rss_mb"]])
+                row["fragments_min"] = min(frag_window + [row["fragments"]])
+                row["fragments"] = max(frag_window + [row["fragments"]])
+                rss_window, frag_window = [], []
                 samples.append(row)
-                print(f"{row['t'] / 60:3.0f} {row['rss_mb']:7.1f} {row['fds']:4d} "
-                      f"{row['threads']:3d} {row['fragments']:6d} {row['versions']:4d} "
+                print(f"{row['t'] / 60:3.0f} {row['rss_mb']:7.1f} {row['rss_mb_max']:6.1f} "
+                      f"{row['fds']:4d} {row['threads']:3d} {row['fragments']:6d} "
+                      f"{row['fragments_min']:5d} {row['versions']:4d} "
                       f"{row['ckpt_kb']:8.1f} {row['cache_mb']:8.1f} {row['rows']:6d} "
                       f"{row['pending']:8d} "
                       f"{row['reconnects']:7d} {row['gaps']:4d} {row['dropped']:7d} "
@@ -361,7 +381,7 @@ def main():
     print()
     use = [r for r in samples if r["t"] >= args.warmup * 60] or samples
     ts = [r["t"] for r in use]
-    for key in ("rss_mb", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb",
+    for key in ("rss_mb", "rss_mb_max", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb",
                 "heap_used_mb", "heap_free_mb", "arrow_mb", "py_kblocks", "reader_cache_mb"):
         print(f"{key}_per_hour={slope_per_hour(ts, [r[key] for r in use]):.2f}  "
               f"({key} min {min(r[key] for r in use):.1f}, max {max(r[key] for r in use):.1f}, "
@@ -369,7 +389,9 @@ def main():
     early = [r for r in samples if r["t"] >= 5 * 60] or samples
     early_slope = slope_per_hour([r["t"] for r in early], [r["rss_mb"] for r in early])
     print(f"rss_mb_per_hour_from_5min={early_slope:.2f}  (includes the caches filling)")
-    print(f"rss_mb_per_hour={slope_per_hour(ts, [r['rss_mb'] for r in use]):.2f}")
+    print(f"rss_mb_per_hour={slope_per_hour(ts, [r['rss_mb'] for r in use]):.2f}  (each "
+          f"minute's minimum RSS, sampled every 2 s; of the maxima: "
+          f"{slope_per_hour(ts, [r['rss_mb_max'] for r in use]):.2f})")
     print(f"fragments_max={max(r['fragments'] for r in samples)}")
     print(f"versions_max={max(r['versions'] for r in samples)}")
     print(f"reader_errors={len(reader_errors)}")
