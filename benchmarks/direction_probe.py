@@ -52,8 +52,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="shipped-tempme")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--data", default="~/.cache/pystream/synth/seed0_train3000_val200_test300_px112",
-                   help="the fine-tuning data set (for --split val / train)")
+    p.add_argument("--data", default=None,
+                   help="the fine-tuning data set for --split val / train (default: the "
+                        "shipped adapter's, pystream.synthetic.train.default_data_dir)")
     p.add_argument("--limit", type=int, default=400)
     p.add_argument("--per-frame", action="store_true")
     p.add_argument("--threads", type=int, default=2)
@@ -65,7 +66,11 @@ def main(argv=None) -> int:
         data = default_data_dir(0, 0, 0, 300, size)
         manifest = prepare_data(data, 0, 0, 300, 0, size, progress=False)
     else:
-        data = Path(args.data).expanduser()
+        data = Path(args.data).expanduser() if args.data else \
+            default_data_dir(0, 3000, 200, 300, size)
+        if not (data / "manifest.json").exists():
+            raise SystemExit(f"{data}: no synthetic data set (manifest.json) there; make it "
+                             "with the first command of the adapter's TRAINING.md, or give --data")
         manifest = json.loads((data / "manifest.json").read_text())
     sp = load_split(data, manifest, args.split, size, limit=args.limit)
     labels = sp.labels
