@@ -3,6 +3,7 @@
     python benchmarks/cameras.py [--seconds 120] [--configs baseline,tempme,default]
                                  [--height 720] [--start 8 | --start baseline=8,default=32]
                                  [--max 64] [--skip-live] [--encoder-configs ...]
+                                 [--senders replay|ffmpeg]
 
 1. Renders surveillance-like clips once (cached in ~/.cache/pystream-bench): a fixed camera on
    a textured scene (procedural buildings, road, foliage), objects entering, crossing, stopping
@@ -13,8 +14,10 @@
    recall@10 agreement of queries) with random ViT-B/32 weights.
 3. Decode cost per camera (CPU share of one core for a real-time 25 fps stream): all frames vs
    keyframes only, at 1080p, 720p and 360p (the substream case, ``index_url``).
-4. Live: N ffmpeg senders (``-re -stream_loop -1 -c copy``, MPEG-TS over UDP on 127.0.0.1) and
-   the real Indexer with the configuration under test; a run holds when, after a warm-up, the
+4. Live: N cameras sending MPEG-TS over UDP on 127.0.0.1 in real time (``--senders replay``:
+   one process replaying the clips muxed once by ffmpeg ``-c copy``, paced by their PCR,
+   benchmarks/ts_replay.py; ``--senders ffmpeg``: one ``ffmpeg -re -stream_loop -1 -c copy``
+   per camera, 4x the sender CPU) and the real Indexer with the configuration under test; a run holds when, after a warm-up, the
    p95 of (commit time - window end) is within hop + 2 s, no sampled frame was dropped, every
    camera delivered >= 90% of its frames and the encoder queue did not grow. The largest N held
    is found by doubling then bisection. Per-stage CPU shares come from per-thread CPU times.
@@ -50,12 +53,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pystream.config import load_config, parse_config  # noqa: E402
 from pystream.model.configs import random_clip  # noqa: E402
 from pystream.model.reuse import ReuseSettings  # noqa: E402
 from pystream.model.streaming import Chunk, StreamingEncoder  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
+from ts_replay import mux_ts  # noqa: E402
 
 CACHE = Path(os.environ.get("PYSTREAM_BENCH_CACHE", Path.home() / ".cache" / "pystream-bench"))
 FPS_VIDEO = 25
@@ -314,20 +319,41 @@ def decode_section(seconds: int = 20):
 # ----------------------------------------------------------------------------- live
 
 class Senders:
-    def __init__(self, n: int, paths: list[Path], log_dir: Path):
+    """N live cameras on 127.0.0.1: ``replay`` (default) sends pre-muxed MPEG-TS from one
+    process paced by its PCR (benchmarks/ts_replay.py: 0.05% of a core per camera), ``ffmpeg``
+    one ``ffmpeg -re -stream_loop -1 -c copy`` per camera (0.2% each, measured side by side);
+    either way the indexer receives the same H.264 bytes in real time. Camera i plays clip
+    i % len(paths) from offset 7 * (i // len(paths)) % 50 s."""
+
+    def __init__(self, n: int, paths: list[Path], log_dir: Path, kind: str = "replay",
+                 seconds: float = 120.0):
         self.procs, self.ports = [], []
         for i in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             self.ports.append(s.getsockname()[1])
             s.close()
-        self.paths, self.log_dir = paths, log_dir
+        self.paths, self.log_dir, self.kind, self.seconds = paths, log_dir, kind, seconds
+
+    def _offset(self, i: int) -> int:
+        return (7 * (i // len(self.paths))) % 50
 
     def start(self):
+        if self.kind == "replay":
+            # sent for longer than the run (it is killed at the end); 50 s of offsets on top
+            dur = int(self.seconds) + 60
+            ts = [mux_ts(p, p.with_name(f"{p.stem}-{dur + 50}s.ts"), dur + 50) for p in self.paths]
+            argv = [sys.executable, str(ROOT / "benchmarks" / "ts_replay.py"), "--seconds",
+                    str(dur)] + [f"{port}:{ts[i % len(ts)]}:{self._offset(i)}"
+                                 for i, port in enumerate(self.ports)]
+            log = open(self.log_dir / "ts_replay.log", "w")
+            self.procs.append(subprocess.Popen(argv, stdout=log, stderr=log,
+                                               start_new_session=True))
+            return self
         for i, port in enumerate(self.ports):
             p = self.paths[i % len(self.paths)]
             argv = ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
-                    "-ss", str((7 * (i // len(self.paths))) % 50), "-i", str(p), "-c", "copy",
+                    "-ss", str(self._offset(i)), "-i", str(p), "-c", "copy",
                     "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
             log = open(self.log_dir / f"ffmpeg-{i}.log", "w")
             self.procs.append(subprocess.Popen(argv, stdout=log, stderr=log,
@@ -400,12 +426,13 @@ def _stage_of(name: str | None, comm: str = "") -> str:
     return "other"
 
 
-def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25.0) -> dict:
+def live_run(name: str, n: int, seconds: float, model, paths, warmup: float = 25.0,
+             senders_kind: str = "replay") -> dict:
     from pystream.pipeline import Indexer
 
     ov = config_overrides(name)
     root = Path(tempfile.mkdtemp(prefix="pystream-cams-"))
-    senders = Senders(n, paths, root)
+    senders = Senders(n, paths, root, senders_kind, seconds)
     sources = [dict(type="stream", name=f"cam{i}", url=f"udp://127.0.0.1:{p}",
                     decode=ov["decode"], decode_threads=ov["decode_threads"],
                     read_timeout_s=10, stall_timeout_s=20)
@@ -490,11 +517,11 @@ def _print_run(name, r):
           f"| senders={r['senders']:.2f} other_processes={r['others']:.2f}", flush=True)
 
 
-def largest_held(name, seconds, model, paths, start, maxn):
+def largest_held(name, seconds, model, paths, start, maxn, senders_kind="replay"):
     runs = []
     lo, hi, n = 0, None, start
     while True:  # doubling, then bisection to within max(1, lo // 8)
-        r = live_run(name, n, seconds, model, paths)
+        r = live_run(name, n, seconds, model, paths, senders_kind=senders_kind)
         runs.append(r)
         _print_run(name, r)
         if r["held"]:
@@ -528,6 +555,9 @@ def main():
     ap.add_argument("--fidelity-models", default="b32,shipped",
                     help="models of the encoder-only section: b32 (random weights), shipped")
     ap.add_argument("--skip-live", action="store_true")
+    ap.add_argument("--senders", choices=("replay", "ffmpeg"), default="replay",
+                    help="live cameras: one process replaying pre-muxed MPEG-TS (default) or "
+                    "one ffmpeg -re per camera")
     ap.add_argument("--skip-encoder", action="store_true")
     args = ap.parse_args()
     names = args.configs.split(",")
@@ -556,7 +586,7 @@ def main():
           "(held: p95 lag <= hop + 2 s, no drops, >= 90% of frames, queue flat)")
     for name in names:
         held[name], _ = largest_held(name, args.seconds, model, paths, starts[name],
-                                     maxes[name])
+                                     maxes[name], args.senders)
         print(f"cameras_held_{name}={held[name]}", flush=True)
     base = held.get("baseline")
     best = held.get("default", max(held.values()))
