@@ -126,6 +126,28 @@ def stagger_offset(stream: str, refresh: int) -> int:
     return zlib.crc32(stream.encode()) % (refresh - 1) if refresh > 1 else 0
 
 
+QUERY_WIDTHS = (8, 16, 32)  # padded query rows a frame in attention; wider frames take all N
+
+
+def _query_groups(counts: torch.Tensor, N: int):
+    """Frames grouped by padded query width (the smallest of QUERY_WIDTHS, or N, that holds
+    the frame's ``counts`` recomputed tokens): ``(perm, inv, [(start, stop, width)])``, where
+    ``perm`` lists the frames group by group (``inv`` its inverse) and each group is the range
+    [start, stop) of that order. A few fixed widths keep attention's shapes few, as
+    ``bucket_rows`` does for the linear layers."""
+    edges = torch.tensor([w for w in QUERY_WIDTHS if w < N] + [N], device=counts.device)
+    gi = torch.searchsorted(edges, counts)
+    perm = torch.argsort(gi, stable=True)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    groups, a0 = [], 0
+    for w, n in zip(edges.tolist(), torch.bincount(gi, minlength=len(edges)).tolist()):
+        if n:
+            groups.append((a0, a0 + n, w))
+            a0 += n
+    return perm, inv, groups
+
+
 def bucket_rows(n: int, minimum: int = 16) -> int:
     """``n`` rounded up to one of 8 sizes per power of two (at most 12.5% more, at least
     ``minimum``): the row counts the bf16 kernels see stay a small fixed set."""
@@ -218,43 +240,61 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
 
     fidx, pidx = dyn.nonzero(as_tuple=True)  # flat list of recomputed (frame, position)
     counts = dyn.sum(1)
-    D = int(counts.max())
     slot = torch.arange(fidx.numel(), device=dev) - torch.repeat_interleave(
         torch.cumsum(counts, 0) - counts, counts)  # position of each token within its frame
 
+    # Attention pads each frame's recomputed queries to a common width. A frame that recomputes
+    # everything (a new stream or a refresh: since stagger_offset, some camera in most live
+    # batches) would pad every frame to all N positions, so frames are grouped by width
+    # (_query_groups): K and V are laid out in that frame order (``fp``: a token's frame there),
+    # each group one contiguous slice, one attention call per group.
+    perm, inv, groups = _query_groups(counts, N)
+    fp = inv.index_select(0, fidx)
+    by_group = torch.argsort(fp, stable=True)
+    spans, t0 = [], 0
+    for a0, b0, w in groups:
+        tg = by_group[t0:t0 + int(counts.index_select(0, perm[a0:b0]).sum())]
+        spans.append((a0, b0, w, tg, fp.index_select(0, tg) - a0, slot.index_select(0, tg)))
+        t0 += tg.numel()
+    sidx_p = sidx.index_select(0, perm)
+
     # The recomputed tokens of all frames run through the linear layers as one [T, C] matrix.
-    # T and D change every batch; each new matrix shape costs oneDNN a new bf16 kernel (6x the
+    # T changes every batch; each new matrix shape costs oneDNN a new bf16 kernel (6x the
     # time of a cached call, and ~0.7 MB kept in its primitive cache: a soak grew 400 MB/h), so
-    # both are padded to a few bucket sizes (padding rows are computed and never read).
+    # it is padded to a few bucket sizes (padding rows are computed and never read).
     T = fidx.numel()
-    Tp, Dp = bucket_rows(T), min(bucket_rows(D, 8), N)
+    Tp = bucket_rows(T)
     x = h0.new_zeros(Tp, C)
     x[:T] = h0[fidx, pidx]
     new_k, new_v = [], []
     K = None
+    last_p = inv.index_select(0, lastf)
     for li, layer in enumerate(layers):
         a = layer.self_attn
         y = layer.layer_norm1(x)
         q, kk, vv = project_qkv(a, y)
-        # [F, N, C]: cached, then the fresh keys (index_select: 3-5x faster than K[sidx])
-        K = rec.k[:, li].to(kk.dtype).index_select(0, sidx)
-        V = rec.v[:, li].to(vv.dtype).index_select(0, sidx)
-        K[fidx, pidx] = kk[:T]
-        V[fidx, pidx] = vv[:T]
-        Q = q.new_zeros(Fn, Dp, C)
-        Q[fidx, slot] = q[:T]
-        o = F.scaled_dot_product_attention(
-            Q.view(Fn, Dp, H, d).transpose(1, 2), K.view(Fn, N, H, d).transpose(1, 2),
-            V.view(Fn, N, H, d).transpose(1, 2), scale=a.scale)
-        o_rows = o.new_zeros(Tp, C)
-        o_rows[:T] = o.transpose(1, 2).reshape(Fn, Dp, C)[fidx, slot]
+        # [F, N, C] in group order: cached, then the fresh keys (index_select: 3-5x faster
+        # than K[sidx])
+        K = rec.k[:, li].to(kk.dtype).index_select(0, sidx_p)
+        V = rec.v[:, li].to(vv.dtype).index_select(0, sidx_p)
+        K[fp, pidx] = kk[:T]
+        V[fp, pidx] = vv[:T]
+        o_rows = q.new_zeros(Tp, C)
+        for a0, b0, w, tg, lf, sl in spans:
+            Q = q.new_zeros(b0 - a0, w, C)
+            Q[lf, sl] = q.index_select(0, tg)
+            o = F.scaled_dot_product_attention(
+                Q.view(b0 - a0, w, H, d).transpose(1, 2),
+                K[a0:b0].view(b0 - a0, N, H, d).transpose(1, 2),
+                V[a0:b0].view(b0 - a0, N, H, d).transpose(1, 2), scale=a.scale)
+            o_rows[tg] = o.transpose(1, 2).reshape(b0 - a0, w, C)[lf, sl]
         x = x + a.out_proj(o_rows)
         x = x + layer.mlp(layer.layer_norm2(x))
-        new_k.append(K.index_select(0, lastf))  # what each stream's last frame saw
-        new_v.append(V.index_select(0, lastf))
+        new_k.append(K.index_select(0, last_p))  # what each stream's last frame saw
+        new_v.append(V.index_select(0, last_p))
     outs = rec.out.to(x.dtype).index_select(0, sidx)
     outs[fidx, pidx] = x[:T]
-    keys = K.view(Fn, N, H, d).mean(2)
+    keys = K.view(Fn, N, H, d).mean(2).index_select(0, inv)  # back to the frames' order
 
     # New state: a chained (live) stream's is what its last frame saw (recomputed positions
     # take their new input as the reference). A file's cached values change only when all its
