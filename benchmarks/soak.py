@@ -158,6 +158,16 @@ def proc_numbers() -> dict:
                 **heap_numbers())
 
 
+def jemalloc_dump(path: Path) -> None:
+    """A jemalloc heap profile of this process now (``--heap-dumps``), for ``jeprof --base``."""
+    mallctl = getattr(ctypes.CDLL(None), "mallctl", None)
+    name = ctypes.c_char_p(str(path).encode())
+    if mallctl is None or mallctl(b"prof.dump", None, None, ctypes.byref(name),
+                                  ctypes.sizeof(name)) != 0:
+        raise SystemExit("--heap-dumps needs jemalloc with profiling: LD_PRELOAD="
+                         "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=prof:true")
+
+
 def slope_per_hour(ts, ys) -> float:
     if len(ts) < 2:
         return float("nan")
@@ -184,8 +194,14 @@ def main():
     ap.add_argument("--malloc-trim", action="store_true",
                     help="call glibc's malloc_trim(0) before each sample (is the growth held "
                          "free memory?)")
+    ap.add_argument("--heap-dumps", type=Path, metavar="DIR",
+                    help="jemalloc heap profiles every 5 minutes into DIR (run under jemalloc "
+                         "with MALLOC_CONF=prof:true); compare two with jeprof --base=A B")
     args = ap.parse_args()
     rng = random.Random(args.seed)
+    if args.heap_dumps:
+        args.heap_dumps.mkdir(parents=True, exist_ok=True)
+        jemalloc_dump(args.heap_dumps / "heap-start.heap")  # fails early, with the fix
     root = Path(tempfile.mkdtemp(prefix="pystream-soak-"))
     import logging
 
@@ -315,6 +331,9 @@ def main():
                 next_sample += 60
                 if args.malloc_trim:
                     ctypes.CDLL("libc.so.6").malloc_trim(0)
+                minute = round((now - t0) / 60)
+                if args.heap_dumps and minute % 5 == 0:
+                    jemalloc_dump(args.heap_dumps / f"heap-{minute:03d}.heap")
                 p = proc_numbers()
                 ds = ix.writer.table.to_lance()
                 s = ix.status()
