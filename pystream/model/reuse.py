@@ -16,7 +16,8 @@ one bipartite merge after the last of them (metric: that layer's keys, as ToMe u
 and later layers then see as many tokens per frame as with per-layer ImgMe. Threshold 0 turns
 reuse off and runs exactly the per-layer TempMe schedule.
 
-Bounded drift: a stream's positions are all recomputed every ``refresh_chunks`` chunks, and a
+Bounded drift: a stream's positions are all recomputed every ``refresh_chunks`` chunks (for a
+live stream: in the last frame of that chunk, which is what the next chunk gates against), and a
 token is compared with the input it was last computed from (not the previous frame), so slow
 drift adds up until it crosses the threshold. For a live stream a recomputed patch takes its
 new input as the reference (and its new keys, values and output as the cache). For a file
@@ -235,7 +236,14 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     ref = rec.ref.float()
     ref_f = ref.index_select(0, sidx)  # [F, N, C]
     rel = (h0.float() - ref_f).norm(dim=-1) / ref_f.norm(dim=-1).clamp_min(1e-6)
-    dyn = (rel > thr) | ~have[sidx, None]
+    # A live stream due a refresh recomputes every position of its chunk's last frame only:
+    # that frame's keys, values and outputs become the stream's state, while its earlier frames
+    # gate against the old state like any chunk's (a quarter of the work of refreshing all four
+    # frames). Files, and streams without a state, recompute every frame in full.
+    exists = rec.age >= 0
+    live = torch.tensor([s in chained for s in order], device=dev)
+    dyn = (rel > thr) | (~have & ~(exists & live))[sidx, None]
+    dyn[lastf[~have & exists & live]] = True
     dyn[:, 0] = True
 
     fidx, pidx = dyn.nonzero(as_tuple=True)  # flat list of recomputed (frame, position)
@@ -312,7 +320,7 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     reused = torch.zeros(S, dtype=torch.int64, device=dev).index_add_(
         0, sidx, (~dyn[:, 1:]).sum(1)).cpu()
     patches = n_chunks * k * (N - 1)
-    update = (~have).cpu() | torch.tensor([s in chained for s in order])
+    update = (~have | live).cpu()
     if update.any():
         i = update.nonzero().flatten()
         idev = i.to(dev)
