@@ -520,7 +520,7 @@ def _print_run(name, r):
 def largest_held(name, seconds, model, paths, start, maxn, senders_kind="replay"):
     runs = []
     lo, hi, n = 0, None, start
-    while True:  # doubling, then bisection to within max(1, lo // 8)
+    while True:  # doubling, then bisection to within max(1, lo // 16)
         r = live_run(name, n, seconds, model, paths, senders_kind=senders_kind)
         runs.append(r)
         _print_run(name, r)
@@ -533,7 +533,7 @@ def largest_held(name, seconds, model, paths, start, maxn, senders_kind="replay"
                 break
             n = min(maxn, n * 2)
             continue
-        if hi - lo <= max(1, lo // 8):
+        if hi - lo <= max(1, lo // 16):
             break
         n = (lo + hi) // 2
     return lo, runs

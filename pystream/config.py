@@ -200,6 +200,7 @@ class StreamSourceConfig(_SourceBase):
     # samples; all: decode every frame; keyframes: always keyframes only.
     decode: Literal["auto", "all", "keyframes"] = "auto"
     decode_threads: int = Field(default=1, ge=0)  # libav threads per camera; 0 = libav's choice
+    decode_nice: int = Field(default=10, ge=0, le=19)  # reader threads' niceness (sources/stream.py)
     record: Optional[RecordConfig] = None  # keep the stream's video in rolling segment files
 
     @field_validator("url", "index_url")

@@ -2,6 +2,7 @@
 ffmpeg pushing MPEG-TS over UDP, ffmpeg writing live HLS served by http.server; plus
 unreachable and hanging endpoints."""
 
+import os
 import re
 import signal
 import socket
@@ -120,7 +121,17 @@ def test_udp_mpegts_live_frames(clip, cleanup, tmp_path):
     rate = (len(c.frames()) - n0) / (time.monotonic() - t0)
     assert 0.6 * FPS < rate < 1.6 * FPS, rate
     assert src.status()["fps"] > 0 and src.status()["frames"] == len(c.frames())
+    # The reader runs decode_nice (default 10) below the process, and so does the UDP receiver
+    # thread libav started from it: the encoder comes first.
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    reader = [t for t in threading.enumerate() if t.name.startswith("pystream-src-cam")]
+    assert reader and os.getpriority(os.PRIO_PROCESS, reader[0].native_id) == min(19, base + 10)
+    niced = [int(t) for t in os.listdir("/proc/self/task")
+             if os.getpriority(os.PRIO_PROCESS, int(t)) == min(19, base + 10)]
+    assert len(niced) >= 2, niced
     assert c.close(5) < 1.5
+    with pytest.raises(ValueError, match="decode_nice"):
+        StreamSource("cam", f"udp://127.0.0.1:{port}", decode_nice=20)
 
 
 @pytest.mark.slow
