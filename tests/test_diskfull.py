@@ -140,8 +140,12 @@ def _same_as_reference(archive, reference):
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), "a row is there twice"
     assert sorted(ids) == sorted(reference), "rows lost or extra"
+    # Same rows, same vectors up to bf16 rounding: the default precision's bf16 kernels give
+    # results that depend slightly on how many rows a batch holds, and a stalled writer
+    # changes how chunks fall into batches (up to 7e-5 measured for one file batched 1 vs 4
+    # chunks a pass; 2.2e-4 once in a CI run under load). Reuse itself is batch-independent.
     worst = max(float(np.abs(np.asarray(r["vector"]) - reference[r["id"]]).max()) for r in rows)
-    assert worst < 1e-4, worst
+    assert worst < 1e-3, worst
 
 
 def _check_stalled(ix, error_words, state_dir):
