@@ -121,8 +121,8 @@ def stagger_offset(stream: str, refresh: int) -> int:
     """Chunks a new live stream's first refresh comes early by, in [0, refresh - 2]: a
     function of its name only, so cameras that start together (a daemon's start) refresh in
     different batches. Measured on the project's box (62 cameras, B/32, default config): a batch
-    where every camera refreshes took 2.8x a usual one, and with all refreshes in one batch in
-    eight it held the p95 lag (one row in eight came from such a batch). Files are not
+    where every camera refreshes took 2.8x a usual one, and with one such batch in eight, it
+    set the p95 lag (one row in eight came from it). Files are not
     staggered: their refresh points stay at multiples of refresh_chunks."""
     return zlib.crc32(stream.encode()) % (refresh - 1) if refresh > 1 else 0
 
