@@ -313,10 +313,8 @@ def _reuse_pass(model, h0: torch.Tensor, group: List[tuple], k: int, state: Reus
     age = torch.where(have, rec.age + n_chunks.to(dev), n_chunks.to(dev)).cpu()
     # A new live stream starts part-way into its refresh period (stagger_offset): cameras that
     # start together would otherwise refresh in the same batch, every refresh_chunks chunks.
-    was = rec.age.cpu()
-    for j, s in enumerate(order):
-        if s in chained and was[j] < 0:
-            age[j] += stagger_offset(s, refresh)
+    for j in (~exists & live).nonzero().flatten().tolist():
+        age[j] += stagger_offset(order[j], refresh)
     reused = torch.zeros(S, dtype=torch.int64, device=dev).index_add_(
         0, sidx, (~dyn[:, 1:]).sum(1)).cpu()
     patches = n_chunks * k * (N - 1)
