@@ -150,12 +150,31 @@ def heap_numbers() -> dict:
                 py_kblocks=sys.getallocatedblocks() / 1000)
 
 
+def rss_split() -> dict:
+    """RSS by kind, in MB: anonymous (heaps, allocator mappings, stacks), file-backed (libraries,
+    mmap'd files) and LazyFree (pages an allocator gave back with MADV_FREE: still counted in
+    RSS until the kernel needs them)."""
+    out = dict(rss_anon_mb=float("nan"), rss_file_mb=float("nan"), lazyfree_mb=float("nan"))
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith(("RssAnon:", "RssFile:")):
+                    out["rss_" + ln[3:7].lower() + "_mb"] = int(ln.split()[1]) / 1024
+        with open("/proc/self/smaps_rollup") as f:
+            for ln in f:
+                if ln.startswith("LazyFree:"):
+                    out["lazyfree_mb"] = int(ln.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
+    return out
+
+
 def proc_numbers() -> dict:
     with open("/proc/self/status") as f:
         rss_kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
     return dict(rss_mb=rss_kb / 1024, fds=len(os.listdir("/proc/self/fd")),
                 threads=len(os.listdir("/proc/self/task")), py_threads=threading.active_count(),
-                **heap_numbers())
+                **rss_split(), **heap_numbers())
 
 
 def jemalloc_dump(path: Path) -> None:
@@ -166,6 +185,13 @@ def jemalloc_dump(path: Path) -> None:
                                   ctypes.sizeof(name)) != 0:
         raise SystemExit("--heap-dumps needs jemalloc with profiling: LD_PRELOAD="
                          "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=prof:true")
+
+
+def python_types() -> str:
+    """Live Python objects per type (gc-tracked), most first: which kind piles up."""
+    import gc
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    return "".join(f"{n} {name}\n" for name, n in counts.most_common())
 
 
 def slope_per_hour(ts, ys) -> float:
@@ -197,8 +223,14 @@ def main():
     ap.add_argument("--heap-dumps", type=Path, metavar="DIR",
                     help="jemalloc heap profiles every 5 minutes into DIR (run under jemalloc "
                          "with MALLOC_CONF=prof:true); compare two with jeprof --base=A B")
+    ap.add_argument("--smaps-dumps", type=Path, metavar="DIR",
+                    help="copy /proc/self/smaps and the count of live Python objects per type "
+                         "every 5 minutes into DIR: which mapping grows (python "
+                         "benchmarks/smaps_diff.py A B), which objects pile up")
     args = ap.parse_args()
     rng = random.Random(args.seed)
+    if args.smaps_dumps:
+        args.smaps_dumps.mkdir(parents=True, exist_ok=True)
     if args.heap_dumps:
         args.heap_dumps.mkdir(parents=True, exist_ok=True)
         jemalloc_dump(args.heap_dumps / "heap-start.heap")  # fails early, with the fix
@@ -304,7 +336,8 @@ def main():
     t0 = time.monotonic()
     samples = []
     header = ("min  rss_mb  (max)  fds thr  frags (min) vers  ckpt_kb cache_mb   rows  pending  reconn gaps "
-              "dropped queries errors cam_cycles  heap_used heap_free arrow_mb py_kblk rcache_mb")
+              "dropped queries errors cam_cycles  heap_used heap_free arrow_mb py_kblk rcache_mb  anon_mb "
+              "file_mb lazyfree")
     print(f"soak: {args.cameras} cameras, a file every {args.file_every:g} s, retention "
           f"{args.retention_s:g} s, {args.minutes:g} min; work dir {root}", flush=True)
     print(header, flush=True)
@@ -334,6 +367,10 @@ def main():
                 minute = round((now - t0) / 60)
                 if args.heap_dumps and minute % 5 == 0:
                     jemalloc_dump(args.heap_dumps / f"heap-{minute:03d}.heap")
+                if args.smaps_dumps and minute % 5 == 0:
+                    (args.smaps_dumps / f"smaps-{minute:03d}").write_text(
+                        Path("/proc/self/smaps").read_text())
+                    (args.smaps_dumps / f"types-{minute:03d}").write_text(python_types())
                 p = proc_numbers()
                 ds = ix.writer.table.to_lance()
                 s = ix.status()
@@ -364,7 +401,9 @@ def main():
                       f"{reader_stats['queries']:7d} {len(reader_errors):6d} "
                       f"{sum(c.cycles for c in cams):6d}  {row['heap_used_mb']:9.1f} "
                       f"{row['heap_free_mb']:9.1f} {row['arrow_mb']:8.1f} "
-                      f"{row['py_kblocks']:7.0f} {row['reader_cache_mb']:8.1f}", flush=True)
+                      f"{row['py_kblocks']:7.0f} {row['reader_cache_mb']:8.1f}  "
+                      f"{row['rss_anon_mb']:7.1f} {row['rss_file_mb']:7.1f} "
+                      f"{row['lazyfree_mb']:8.1f}", flush=True)
             time.sleep(0.2)
     finally:
         stop.set()
@@ -401,7 +440,8 @@ def main():
     use = [r for r in samples if r["t"] >= args.warmup * 60] or samples
     ts = [r["t"] for r in use]
     for key in ("rss_mb", "rss_mb_max", "fds", "threads", "fragments", "versions", "ckpt_kb", "cache_mb",
-                "heap_used_mb", "heap_free_mb", "arrow_mb", "py_kblocks", "reader_cache_mb"):
+                "heap_used_mb", "heap_free_mb", "arrow_mb", "py_kblocks", "reader_cache_mb",
+                "rss_anon_mb", "rss_file_mb", "lazyfree_mb"):
         print(f"{key}_per_hour={slope_per_hour(ts, [r[key] for r in use]):.2f}  "
               f"({key} min {min(r[key] for r in use):.1f}, max {max(r[key] for r in use):.1f}, "
               f"last {use[-1][key]:.1f})")
