@@ -187,6 +187,19 @@ def jemalloc_dump(path: Path) -> None:
                          "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=prof:true")
 
 
+def count_versions(table, tries: int = 5) -> int:
+    """LanceDB versions of ``table``. Listing reads every manifest, and the writer's cleanup may
+    delete one between the listing and the read ("Not found: ..._versions/N.manifest"): that
+    is the soak's own count racing maintenance (readers never list versions), so try again."""
+    for i in range(tries):
+        try:
+            return len(table.to_lance().versions())
+        except (ValueError, OSError) as e:
+            if "Not found" not in str(e) or i == tries - 1:
+                raise
+            time.sleep(0.2)
+
+
 def python_types() -> str:
     """Live Python objects per type (gc-tracked), most first: which kind piles up."""
     import gc
@@ -376,7 +389,7 @@ def main():
                 s = ix.status()
                 srcs = s["sources"].values()
                 row = dict(t=now - t0, **p, fragments=len(ds.get_fragments()),
-                           versions=len(ds.versions()),
+                           versions=count_versions(ix.writer.table),
                            ckpt_kb=ix.checkpoints.size_bytes() / 1024,
                            cache_mb=(getattr(ix.writer.session, "size_bytes", 0) or 0) / 2**20,
                            reader_cache_mb=(getattr(reader_arc.session, "size_bytes", 0)
