@@ -7,6 +7,13 @@ soak (benchmarks/soak.py) that free-but-resident memory grew about 7 MB a minute
 memory in use stayed flat. ``malloc_trim(0)`` releases every whole free page of every arena
 (madvise), not just the top of the main heap; it takes a few milliseconds, so the writer calls
 it after each maintenance pass.
+
+pyarrow allocates from its own bundled mimalloc by default: a 1 GB reserved mapping that
+neither glibc's statistics, ``malloc_trim`` nor a jemalloc heap profile sees. In the soak its
+resident part grew from 16 to 38 MB over 55 minutes (about 18 MB an hour after warm-up) while
+pyarrow reported nothing allocated: pages freed by the writer, reader and LanceDB threads that
+mimalloc kept. ``use_system_arrow_pool`` sends pyarrow's allocations to malloc instead, where
+the trim above returns them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 
 @functools.lru_cache(maxsize=None)
@@ -31,3 +39,15 @@ def trim_heap() -> bool:
     is not glibc."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def use_system_arrow_pool() -> bool:
+    """Make malloc pyarrow's default memory pool (the Indexer calls it before it opens the
+    archive). A user's own ``ARROW_DEFAULT_MEMORY_POOL`` wins. Returns True when it changed."""
+    import pyarrow as pa
+
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ or \
+            pa.default_memory_pool().backend_name == "system":
+        return False
+    pa.set_memory_pool(pa.system_memory_pool())
+    return True

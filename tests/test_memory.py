@@ -30,3 +30,24 @@ def test_trim_returns_free_pages_between_live_chunks():
     after = _rss_mb()
     assert before - after > 100, (before, after)
     assert len(kept) == 100
+
+
+def test_indexer_sends_pyarrow_allocations_to_malloc(tmp_path, monkeypatch):
+    """pyarrow's bundled mimalloc keeps freed pages that malloc_trim cannot return (memory.py)."""
+    import pyarrow as pa
+
+    from pystream.memory import use_system_arrow_pool
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    before = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        assert use_system_arrow_pool()
+        assert pa.default_memory_pool().backend_name == "system"
+        assert not use_system_arrow_pool()  # already
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")  # the user's choice wins
+        assert not use_system_arrow_pool()
+        assert pa.default_memory_pool().backend_name == "mimalloc"
+    finally:
+        pa.set_memory_pool(before)

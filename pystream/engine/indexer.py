@@ -27,6 +27,7 @@ from typing import Callable, Dict, Iterable, List
 from ..alerts.engine import make_alert_engine
 from ..checkpoint import CheckpointStore
 from ..config import Config
+from ..memory import use_system_arrow_pool
 from ..retention import RetentionPolicy
 from ..store import ClipRow, ClipWriter, portable_model_ref
 from ..model.streaming import StreamingEncoder
@@ -65,6 +66,7 @@ class Indexer:
     def __init__(self, config: Config, *, model=None, sources: Iterable | None = None,
                  on_rows: Callable[[List[ClipRow]], None] | None = None,
                  restart: RestartPolicy | None = None):
+        use_system_arrow_pool()  # before the archive is opened (memory.py)
         self.cfg = config
         self.model = model if model is not None else load_video_model(config)
         self.encoder = StreamingEncoder(self.model, schedule=config.merge.schedule_dict(),
