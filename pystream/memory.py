@@ -10,10 +10,10 @@ it after each maintenance pass.
 
 pyarrow allocates from its own bundled mimalloc by default: a 1 GB reserved mapping that
 neither glibc's statistics, ``malloc_trim`` nor a jemalloc heap profile sees. In the soak its
-resident part grew from 16 to 38 MB over 55 minutes (about 18 MB an hour after warm-up) while
-pyarrow reported nothing allocated: pages freed by the writer, reader and LanceDB threads that
-mimalloc kept. ``use_system_arrow_pool`` sends pyarrow's allocations to malloc instead, where
-the trim above returns them.
+resident part grew from 16 to 38 MB over the first hour (flat after) while pyarrow reported
+nothing allocated: freed pages that mimalloc kept (benchmarks/results/soak-2026-12-03c.txt).
+``use_system_arrow_pool`` sends pyarrow's allocations to malloc instead, where the trim above
+returns them. It changes the whole process's pyarrow default, which is what a daemon wants.
 """
 
 from __future__ import annotations
