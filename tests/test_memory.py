@@ -51,3 +51,25 @@ def test_indexer_sends_pyarrow_allocations_to_malloc(tmp_path, monkeypatch):
         assert pa.default_memory_pool().backend_name == "mimalloc"
     finally:
         pa.set_memory_pool(before)
+
+
+def test_the_indexer_switches_the_pool_before_it_opens_the_archive(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from pystream.config import load_config
+    from pystream.pipeline import Indexer
+    from test_pipeline_fixtures import make_model_dir, write_config
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    cfg = load_config(write_config(tmp_path / "c.yaml", archive=tmp_path / "arc",
+                                   state_dir=tmp_path / "state",
+                                   model=make_model_dir(tmp_path / "model"),
+                                   folder=tmp_path / "videos"))
+    before = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        ix = Indexer(cfg)
+        assert pa.default_memory_pool().backend_name == "system"
+        ix.writer.close(optimize=False, timeout=30)  # nothing was started but the writer
+    finally:
+        pa.set_memory_pool(before)
