@@ -19,12 +19,12 @@ each per hour after ``--warmup`` minutes: ``rss_mb_per_hour=``, ``heap_used_mb_p
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pystream.memory import trim_heap  # noqa: E402
 from pystream.store import READER_CACHE_MB, WRITER_CACHE_MB, connect  # noqa: E402
-from soak import heap_numbers, rss_split, slope_per_hour  # noqa: E402
+from soak import proc_numbers, slope_per_hour  # noqa: E402
 
 DIM = 128
 
@@ -61,7 +61,6 @@ def main():
     ap.add_argument("--tracemalloc", action="store_true", help="also trace Python's allocations")
     args = ap.parse_args()
     if args.tracemalloc:
-        import tracemalloc
         tracemalloc.start()
     cap = None if args.cache_mb is None else {"index": args.cache_mb, "metadata": args.cache_mb}
     root = tempfile.mkdtemp(prefix="lance-churn-")
@@ -103,25 +102,21 @@ def main():
         if args.reconnect_s and now - last_re >= args.reconnect_s:
             db = connect(root, cap or WRITER_CACHE_MB)
             table, last_re = db.open_table("clips"), now
-        if not args.no_optimize and now - last_opt >= 30:
+        if now - last_opt >= 30:  # maintenance, as the writer's
             if not args.no_delete:
                 table.delete(f"start < {commits - 360}")
-            table.optimize(cleanup_older_than=datetime.timedelta(seconds=120))
-            trim_heap()
-            last_opt = now
-        elif args.no_optimize and not args.no_delete and now - last_opt >= 30:
-            table.delete(f"start < {commits - 360}")
+            if not args.no_optimize:
+                table.optimize(cleanup_older_than=datetime.timedelta(seconds=120))
+                trim_heap()
             last_opt = now
         if now >= next_min:
             next_min += 60
-            traced = float("nan")
-            if args.tracemalloc:
-                import tracemalloc
-                traced = tracemalloc.get_traced_memory()[0] / 2**20
-            with open("/proc/self/status") as f:
-                rss = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
-            s = dict(t=now - t0, rss_mb=rss, anon_mb=rss_split()["rss_anon_mb"],
-                     heap_used_mb=heap_numbers()["heap_used_mb"], traced=traced)
+            traced = (tracemalloc.get_traced_memory()[0] / 2**20 if args.tracemalloc
+                      else float("nan"))
+            p = proc_numbers()
+            rss = p["rss_mb"]
+            s = dict(t=now - t0, rss_mb=rss, anon_mb=p["rss_anon_mb"],
+                     heap_used_mb=p["heap_used_mb"], traced=traced)
             samples.append(s)
             print(f"{s['t'] / 60:3.0f} {rss:7.1f} {s['anon_mb']:7.1f} {s['heap_used_mb']:12.1f} "
                   f"{traced:12.1f} {table.count_rows():5d} {queries[0]:7d} {len(errors):6d}",

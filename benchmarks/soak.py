@@ -150,29 +150,36 @@ def heap_numbers() -> dict:
                 py_kblocks=sys.getallocatedblocks() / 1000)
 
 
+def status_mb(*keys: str) -> dict:
+    """Fields of /proc/self/status (VmRSS, RssAnon, RssFile, ...) in MB, read once."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for ln in f:
+            key = ln.split(":", 1)[0]
+            if key in keys:
+                out[key] = int(ln.split()[1]) / 1024
+    return out
+
+
 def rss_split() -> dict:
     """RSS by kind, in MB: anonymous (heaps, allocator mappings, stacks), file-backed (libraries,
     mmap'd files) and LazyFree (pages an allocator gave back with MADV_FREE: still counted in
     RSS until the kernel needs them)."""
     out = dict(rss_anon_mb=float("nan"), rss_file_mb=float("nan"), lazyfree_mb=float("nan"))
     try:
-        with open("/proc/self/status") as f:
-            for ln in f:
-                if ln.startswith(("RssAnon:", "RssFile:")):
-                    out["rss_" + ln[3:7].lower() + "_mb"] = int(ln.split()[1]) / 1024
+        st = status_mb("RssAnon", "RssFile")
+        out.update(rss_anon_mb=st["RssAnon"], rss_file_mb=st["RssFile"])
         with open("/proc/self/smaps_rollup") as f:
             for ln in f:
                 if ln.startswith("LazyFree:"):
                     out["lazyfree_mb"] = int(ln.split()[1]) / 1024
-    except OSError:  # not Linux
+    except (OSError, KeyError):  # not Linux
         pass
     return out
 
 
 def proc_numbers() -> dict:
-    with open("/proc/self/status") as f:
-        rss_kb = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
-    return dict(rss_mb=rss_kb / 1024, fds=len(os.listdir("/proc/self/fd")),
+    return dict(rss_mb=status_mb("VmRSS")["VmRSS"], fds=len(os.listdir("/proc/self/fd")),
                 threads=len(os.listdir("/proc/self/task")), py_threads=threading.active_count(),
                 **rss_split(), **heap_numbers())
 
@@ -370,7 +377,7 @@ def main():
                 c.tick(now)
             if now >= next_fast:
                 next_fast += 2.0
-                rss_window.append(proc_numbers()["rss_mb"])
+                rss_window.append(status_mb("VmRSS")["VmRSS"])  # only RSS every 2 s
                 if len(rss_window) % 5 == 0:
                     frag_window.append(len(ix.writer.table.to_lance().get_fragments()))
             if now >= next_sample:
