@@ -4,4 +4,5 @@ imports pystream.synthetic.videos / pystream.synthetic.vocabulary."""
 
 from .synthetic.videos import *  # noqa: F401,F403
 from .synthetic.videos import __all__  # noqa: F401
-from .synthetic.vocabulary import DIR_WORDS, NOUNS, SIZE_WORDS, TEMPLATES  # noqa: F401
+from .synthetic.vocabulary import (DIR_WORDS, NOUNS, POSITION_TEMPLATES,  # noqa: F401
+                                   POSITION_WORDS, SIZE_WORDS, TEMPLATES)

@@ -254,3 +254,40 @@ def test_stream_frames_and_ground_truth():
 def test_stream_fps_scales_frame_count():
     frames, segs = render_stream_frames(seed=1, seconds=30, size=SIZE, fps=2.0)
     assert len(frames) == 60 and segs[-1][1] <= 30
+
+
+def test_frame_positions_follow_the_pixels():
+    """frame_positions (layout only, no pixels) puts the captioned object where render_example
+    draws it, says None where it is hidden and names the colour it has at that instant."""
+    for ev in ("move", "appear", "change_colour"):
+        # No second object: a distractor may have the colour the main object turns to.
+        for e in _find(300, lambda lab: lab["event"] == ev and not lab["distractor"])[:3]:
+            where = synth.frame_positions(e.label, e.seed, 12)
+            frames = render_example(e, SIZE, 12)
+            for t, w in enumerate(where):
+                if w is None:
+                    assert ev == "appear" and _mask(frames[t:t + 1], e.label["colour"]).sum() <= 3
+                    continue
+                x, y, area = _centroids(frames[t:t + 1], w["colour"])
+                assert area[0] > 3
+                assert abs(x[0] / SIZE - w["x"]) < 0.05 and abs(y[0] / SIZE - w["y"]) < 0.05
+            if ev == "change_colour":
+                assert where[0]["colour"] == e.label["colour"]
+                assert where[-1]["colour"] == e.label["colour_to"]
+
+
+def test_position_caption_names_the_grid_cell():
+    rng = np.random.default_rng(0)
+    label = {"shape": "circle", "size": "small", "colour": "red"}
+    for (x, y), words in (((0.1, 0.1), ("top", "left")), ((0.9, 0.5), ("right",)),
+                          ((0.5, 0.9), ("bottom",)), ((0.5, 0.5), ())):
+        for _ in range(10):
+            c, neg = synth.position_caption(rng, label, {"x": x, "y": y, "colour": "red"})
+            assert "red" in c and all(w in c.split() for w in words), c
+            if not words:
+                assert "centre" in c or "middle" in c, c
+            # The negative: the same object in another cell.
+            cell = synth.grid_cell(x, y)
+            assert neg != c and "red" in neg
+            assert not any(neg.endswith(p) or f" {p} " in f" {neg} "
+                           for p in synth.POSITION_WORDS[cell]), (c, neg)

@@ -45,10 +45,10 @@ def caption_vocabulary(extra: Iterable[str] = ()) -> List[str]:
 
     texts: List[str] = ["a", "the", ".", ",", "!", "?"]  # punctuation a query may carry
     texts += list(synth.COLOURS)
-    for table in (synth.NOUNS, synth.SIZE_WORDS, synth.DIR_WORDS):
+    for table in (synth.NOUNS, synth.SIZE_WORDS, synth.DIR_WORDS, synth.POSITION_WORDS):
         for words in table.values():
             texts += list(words)
-    for templates in synth.TEMPLATES.values():
+    for templates in (*synth.TEMPLATES.values(), synth.POSITION_TEMPLATES):
         texts += [_FIELD.sub(" ", t) for t in templates]
     texts += list(extra)
     words = set()

@@ -15,7 +15,11 @@
       per-frame CLIP): the image-text pretraining that real CLIP brings to TempMe. Twelve
       times cheaper per caption than a video, it is where colours, shapes and sizes are
       learnt: in our runs 400 frame steps (~5 min) reached validation R@1 12.5% where 200
-      video steps of the same wall time reached 3.5%.
+      video steps of the same wall time reached 3.5%. Half of these captions say where the
+      object is in that frame instead ("a red circle in the top left"), each against the same
+      words naming another cell: no batch of random clips needs position otherwise, and a
+      direction is a change of position (issue 14: without them, and at lr 1e-3, the image
+      embedding never learnt where things are; benchmarks/position_probe.py).
    b. ``--steps`` steps on 12-frame videos encoded through the TempMe path with merging in
       the loop: ``ClipVideoModel.encode_video`` under the ``default`` schedule (gradients
       flow through the merges: the matching is fixed, the size-weighted averages are
@@ -38,7 +42,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -62,6 +66,7 @@ class Split:
     captions: List[str]  # the canonical caption of each video (the test queries)
     paraphrases: List[List[str]]
     labels: List[dict]
+    seeds: List[int] = field(default_factory=list)  # render seeds (frame_positions)
 
 
 def default_data_dir(seed: int, n_train: int, n_val: int, n_test: int, size: int) -> Path:
@@ -186,7 +191,8 @@ def load_split(data_dir, manifest: dict, split: str, size: int, limit: Optional[
             pool.close()
             pool.join()
     return Split(split, torch.from_numpy(frames), [e["caption"] for e in exs],
-                 [list(e["paraphrases"]) for e in exs], [e["label"] for e in exs])
+                 [list(e["paraphrases"]) for e in exs], [e["label"] for e in exs],
+                 [int(e["seed"]) for e in exs])
 
 
 @torch.no_grad()
@@ -235,7 +241,30 @@ def build_clip(tokenizer, size: int = 112, patch: int = 16, width: int = 192, la
                            image_size=size, patch_size=patch, projection_dim=proj),
         projection_dim=proj,
     )
-    return CLIPModel(cfg)
+    clip = CLIPModel(cfg)
+    _init_position_embeddings(clip.vision_model.embeddings, size // patch)
+    return clip
+
+
+def _init_position_embeddings(emb, grid: int, std: float = 0.5) -> None:
+    """2-D sine-cosine patch position embeddings (MAE / MoCo v3) at the patch embeddings'
+    scale, still trained. CLIP's default init (std 0.02, ~30x below a patch's content) left
+    position invisible: a from-scratch run of this size never learnt where an object is
+    (position captions at chance after 1200 steps), and direction needs position."""
+    dim = emb.position_embedding.weight.shape[1]
+    q = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float32) / q)
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32),
+                            torch.arange(grid, dtype=torch.float32), indexing="ij")
+    parts = []
+    for coord in (xs.flatten(), ys.flatten()):
+        a = coord[:, None] * omega[None]
+        parts += [a.sin(), a.cos()]
+    pe = torch.cat(parts, 1)  # [grid*grid, 4q]
+    pe = F.pad(pe, (0, dim - pe.shape[1]))
+    pe = pe / pe.std() * std
+    with torch.no_grad():
+        emb.position_embedding.weight[1:] = pe  # row 0 is the CLS token's
 
 
 def bf16_is_fast() -> bool:
@@ -284,6 +313,28 @@ def augment_text(rng: np.random.Generator, paraphrases: Sequence[str]) -> str:
     return s
 
 
+def frame_texts(rng: np.random.Generator, split: Split, idx, which, positions,
+                p_position: float) -> tuple[List[str], List[Optional[str]]]:
+    """Captions of single frames (the frame phase): with probability ``p_position`` where the
+    main object is in that frame ("a red circle in the top left", when it is visible),
+    otherwise a paraphrase of the video's caption; and per frame the hard negative of a
+    position caption (the same object in another cell; None for video captions).
+    ``positions[i]`` is ``frame_positions`` of video i."""
+    from pystream.synthetic.videos import position_caption
+
+    texts, negatives = [], []
+    for i, t in zip(idx, which):
+        where = positions[i][t] if positions else None
+        if where is not None and rng.random() < p_position:
+            text, negative = position_caption(rng, split.labels[i], where)
+            texts.append(augment_text(rng, [text]))
+            negatives.append(augment_text(rng, [negative]))
+        else:
+            texts.append(augment_text(rng, split.paraphrases[i]))
+            negatives.append(None)
+    return texts, negatives
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -307,10 +358,16 @@ def _train_loop(args, model, clip, tokenizer, opt, tr, va, rng, amp, t_train) ->
 
     n = len(tr.captions)
     total = args.frame_steps + args.steps
+    positions = None
+    if args.position_captions > 0:
+        from pystream.synthetic.videos import frame_positions
+
+        positions = [frame_positions(lab, sd, FRAMES) for lab, sd in zip(tr.labels, tr.seeds)]
     frame_batches = _batches(rng, n, args.frame_batch) if args.frame_steps else None
     video_batches = _batches(rng, n, args.batch)
     history = []
     run_loss, run_acc, run_n = 0.0, 0.0, 0
+    run_pos, run_pos_n = 0.0, 0  # share of frames whose position caption beats the other cell
     t_phase, phase_start = time.time(), 0
     for step in range(total):
         frames_phase = step < args.frame_steps
@@ -321,27 +378,45 @@ def _train_loop(args, model, clip, tokenizer, opt, tr, va, rng, amp, t_train) ->
             t_phase, phase_start = time.time(), step
         if frames_phase:
             idx = next(frame_batches)
-            which = torch.as_tensor(rng.integers(0, FRAMES, len(idx)))
-            x = tr.frames[torch.as_tensor(idx), which][:, None]  # [B, 1, S, S, 3]
+            which = rng.integers(0, FRAMES, len(idx))
+            x = tr.frames[torch.as_tensor(idx), torch.as_tensor(which)][:, None]  # [B,1,S,S,3]
             schedule = "off"
+            texts, negatives = frame_texts(rng, tr, idx, which, positions,
+                                           args.position_captions)
         else:
             idx = next(video_batches)
             x = tr.frames[torch.as_tensor(idx)]
             schedule = args.schedule
-        texts = [augment_text(rng, tr.paraphrases[i]) for i in idx]
+            texts = [augment_text(rng, tr.paraphrases[i]) for i in idx]
+            negatives = []
+        extra = [n for n in negatives if n is not None]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, args.lr, args.warmup)
 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             v = model.encode_video(x, schedule=schedule)
-            enc = tokenizer(texts, padding=True, return_tensors="pt")
+            enc = tokenizer(texts + extra, padding=True, return_tensors="pt")
             t = text_features(clip, enc["input_ids"], enc["attention_mask"])
         v = F.normalize(v.float(), dim=-1)
         t = F.normalize(t.float(), dim=-1)
         scale = clip.logit_scale.clamp(max=math.log(100.0)).exp()
-        logits = scale * t @ v.T
+        # Position negatives are extra texts each image is scored against (image -> text).
+        all_logits = scale * t @ v.T  # [B + extra, B]
+        logits = all_logits[:len(idx)]
         target = torch.arange(len(idx))
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(all_logits.T, target))
+        if extra and args.position_weight > 0:
+            # One negative among ~190 texts moves the softmax little while everything else is
+            # still confused: a pairwise term (own caption vs the other cell) gives position
+            # its own gradient, as the fine-tuning's reversed-clip term does for order.
+            rows = torch.as_tensor([i for i, n in enumerate(negatives) if n is not None])
+            own = all_logits[rows, rows]
+            other = all_logits[len(idx) + torch.arange(len(rows)), rows]
+            pair = torch.stack([own, other], 1)
+            loss = loss + args.position_weight * F.cross_entropy(
+                pair, torch.zeros(len(rows), dtype=torch.long))
+            run_pos += float((own > other).float().mean())
+            run_pos_n += 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
@@ -357,10 +432,12 @@ def _train_loop(args, model, clip, tokenizer, opt, tr, va, rng, amp, t_train) ->
             left = (args.frame_steps - done) * per if frames_phase else (total - done) * per
             log(f"{'frames' if frames_phase else 'video'} step {done}/{total}  "
                 f"loss {run_loss / run_n:.3f}  batch-acc {run_acc / run_n:.2f} (of {len(idx)})  "
-                f"scale {float(scale.detach()):.1f}  lr {opt.param_groups[0]['lr']:.2e}  "
+                + (f"position-acc {run_pos / run_pos_n:.2f}  " if run_pos_n else "")
+                + f"scale {float(scale.detach()):.1f}  lr {opt.param_groups[0]['lr']:.2e}  "
                 f"{per:.2f}s/step  elapsed {(time.time() - t_train) / 60:.1f}min  "
                 f"phase eta {left / 60:.1f}min")
             run_loss, run_acc, run_n = 0.0, 0.0, 0
+            run_pos, run_pos_n = 0.0, 0
         if args.eval_every and (done % args.eval_every == 0) and done < total:
             m = evaluate(model, va, args.schedule, amp=amp)
             history.append({"step": done, **m})
@@ -488,7 +565,12 @@ video. On a machine with internet use a real CLIP (`openai/clip-vit-base-patch32
   AdamW lr {a['lr']:g} (warmup {a['warmup']}, one cosine over both phases), weight decay
   {a['weight_decay']:g}, bf16 autocast: {info['amp']}
   1. {a['frame_steps']} steps x {a['frame_batch']} single frames (a random frame of each video,
-     per-frame CLIP): image-text pretraining
+     per-frame CLIP): image-text pretraining; {100 * a.get('position_captions', 0):.0f}% of
+     the captions (where the object is visible) say where it is in that frame ("a red circle
+     in the top left") instead of what the video shows, each with the same words naming
+     another cell as an extra negative text and in a pairwise term (weight
+     {a.get('position_weight', 0):g}), so the image embedding carries position, which
+     a direction is a change of
   2. {a['steps']} steps x {a['batch']} 12-frame videos through TempMe schedule `{a['schedule']}`,
      merging in the loop (gradients through the merges)
 - machine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}
@@ -541,7 +623,13 @@ def parse_args(argv=None):
     p.add_argument("--frame-steps", type=int, default=1200,
                    help="single-frame steps before the video steps (image-text pretraining)")
     p.add_argument("--frame-batch", type=int, default=128, help="frames per frame step")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--position-captions", type=float, default=0.5,
+                   help="share of frame-step captions that say where the object is in that "
+                        "frame (so the image embedding carries position; 0: video captions only)")
+    p.add_argument("--position-weight", type=float, default=1.0,
+                   help="weight of the pairwise term: a frame's position caption vs the same "
+                        "words naming another cell")
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=2,

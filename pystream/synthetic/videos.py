@@ -37,12 +37,15 @@ from typing import Iterable
 
 import numpy as np
 
-from .vocabulary import DIR_WORDS, NOUNS, SIZE_WORDS, TEMPLATES
+from .vocabulary import (DIR_WORDS, NOUNS, POSITION_TEMPLATES, POSITION_WORDS, SIZE_WORDS,
+                         TEMPLATES)
 
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "EVENTS", "DIRECTIONS", "HELD_OUT", "Example",
     "NOUNS", "SIZE_WORDS", "DIR_WORDS", "TEMPLATES",
-    "make_split", "render_example", "write_video", "generate_dataset", "render_stream_frames",
+    "POSITION_WORDS", "POSITION_TEMPLATES",
+    "make_split", "render_example", "frame_positions", "position_caption", "write_video",
+    "generate_dataset", "render_stream_frames",
 ]
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -395,6 +398,45 @@ def render_example(example: Example, size: int = 128, frames: int = 12) -> np.nd
     # layout_rng) do not depend on how many frames are rendered.
     layout_rng = _rng(example.seed, 1)
     return _render(example.label, layout_rng, size, u, bg, _jitter(jp, u, margin), margin)
+
+
+def frame_positions(label: dict, seed: int, frames: int = 12) -> list[dict | None]:
+    """Where the main object is in each frame ``render_example`` draws for (``label``,
+    ``seed``): per frame {"x", "y" (normalised, camera jitter ignored), "colour" (its name at
+    that instant)}, or None where it is not visible. Only the layout is computed, no pixels."""
+    u = np.arange(frames) / frames
+    main = _tracks(label, _rng(seed, 1), u)[-1]  # drawn last: the captioned object
+    first = main["colour"][0]
+    out: list[dict | None] = []
+    for t in range(frames):
+        if not main["visible"][t]:
+            out.append(None)
+            continue
+        changed = label.get("colour_to") and (main["colour"][t] != first).any()
+        out.append({"x": float(main["x"][t]), "y": float(main["y"][t]),
+                    "colour": label["colour_to"] if changed else label["colour"]})
+    return out
+
+
+def grid_cell(x: float, y: float) -> tuple[str, str]:
+    """(horizontal, vertical) third of the frame a normalised point is in."""
+    h = "left" if x < 1 / 3 else "right" if x > 2 / 3 else "centre"
+    v = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else "middle"
+    return h, v
+
+
+def position_caption(rng: np.random.Generator, label: dict, where: dict) -> tuple[str, str]:
+    """A caption of one frame, the main object (its colour at that instant) and where it is
+    ("a small red circle in the top left"), and its hard negative: the same words with
+    another grid cell ("a small red circle on the right"). ``where`` is one of
+    ``frame_positions``. Other frames of a batch rarely show the same object elsewhere, so
+    without the negative a contrastive loss never needs position."""
+    np_ = _noun_phrase(rng, label["shape"], where["colour"], label["size"])
+    template = _pick(rng, POSITION_TEMPLATES)
+    cell = grid_cell(where["x"], where["y"])
+    other = _pick(rng, [c for c in POSITION_WORDS if c != cell])
+    return (template.format(np=np_, pos=_pick(rng, POSITION_WORDS[cell])),
+            template.format(np=np_, pos=_pick(rng, POSITION_WORDS[other])))
 
 
 # --------------------------------------------------------------------------------------

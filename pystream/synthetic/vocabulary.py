@@ -6,7 +6,8 @@ model's tokenizer vocabulary is built from these tables (pystream.model.tokenize
 
 from __future__ import annotations
 
-__all__ = ["NOUNS", "SIZE_WORDS", "DIR_WORDS", "TEMPLATES"]
+__all__ = ["NOUNS", "SIZE_WORDS", "DIR_WORDS", "TEMPLATES", "POSITION_WORDS",
+           "POSITION_TEMPLATES"]
 
 NOUNS = {
     "circle": ["circle", "ball", "disc"],
@@ -40,3 +41,19 @@ TEMPLATES = {
                       "{np} becomes {colour_to}",
                       "the {size} {noun} changes from {colour} to {colour_to}"],
 }
+
+# Where an object is in one frame, on a 3 x 3 grid of (horizontal, vertical) thirds: the
+# captions of single frames in the base model's image-text phase (pystream.synthetic.train),
+# so that its image embedding knows where things are; a direction is a change of position.
+POSITION_WORDS = {
+    ("left", "top"): ["in the top left", "in the top left corner"],
+    ("centre", "top"): ["at the top", "near the top"],
+    ("right", "top"): ["in the top right", "in the top right corner"],
+    ("left", "middle"): ["on the left", "at the left side"],
+    ("centre", "middle"): ["in the centre", "in the middle"],
+    ("right", "middle"): ["on the right", "at the right side"],
+    ("left", "bottom"): ["in the bottom left", "in the bottom left corner"],
+    ("centre", "bottom"): ["at the bottom", "near the bottom"],
+    ("right", "bottom"): ["in the bottom right", "in the bottom right corner"],
+}
+POSITION_TEMPLATES = ["{np} {pos}", "{np} is {pos}", "{pos} there is {np}"]
