@@ -238,8 +238,9 @@ def test_batches_chunks_across_sources(tmp_path, model_dir, videos):
     assert {r["source"] for r in _rows(cfg.archive)} == {"s0", "s1", "s2"}
 
 
-# Test-split videos (seed 1) that the shipped model tells apart from each other by a wide margin.
-SHIPPED_VIDEOS = (3, 5, 12, 15)
+# Test-split videos (seed 1) that the shipped model tells apart from each other by a wide margin
+# (chosen again for the retrained tiny-clip of 2026-12-03: offline margin 0.77 among these four).
+SHIPPED_VIDEOS = (5, 19, 20, 21)
 
 
 def test_text_search_finds_the_captioned_video_with_the_shipped_model(tmp_path):
