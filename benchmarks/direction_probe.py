@@ -48,6 +48,22 @@ def split_half_probe(d: torch.Tensor) -> float:
     return float(100 * (a + b) / 2)
 
 
+def probe_split(split: str, size: int, data=None, limit: int = 400):
+    """The decoded clips a probe reads: the held-out seed-0 test set for 'test' (made if
+    missing); for 'val' / 'train' the fine-tuning data set (``data``, default the shipped
+    adapter's), first ``limit`` clips."""
+    if split == "test":
+        data = default_data_dir(0, 0, 0, 300, size)
+        manifest = prepare_data(data, 0, 0, 300, 0, size, progress=False)
+    else:
+        data = Path(data).expanduser() if data else default_data_dir(0, 3000, 200, 300, size)
+        if not (data / "manifest.json").exists():
+            raise SystemExit(f"{data}: no synthetic data set (manifest.json) there; make it "
+                             "with the first command of the adapter's TRAINING.md, or give --data")
+        manifest = json.loads((data / "manifest.json").read_text())
+    return load_split(data, manifest, split, size, limit=limit)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="shipped-tempme")
@@ -62,17 +78,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model = ClipVideoModel.from_pretrained(args.model)
     size = model.image_size
-    if args.split == "test":
-        data = default_data_dir(0, 0, 0, 300, size)
-        manifest = prepare_data(data, 0, 0, 300, 0, size, progress=False)
-    else:
-        data = Path(args.data).expanduser() if args.data else \
-            default_data_dir(0, 3000, 200, 300, size)
-        if not (data / "manifest.json").exists():
-            raise SystemExit(f"{data}: no synthetic data set (manifest.json) there; make it "
-                             "with the first command of the adapter's TRAINING.md, or give --data")
-        manifest = json.loads((data / "manifest.json").read_text())
-    sp = load_split(data, manifest, args.split, size, limit=args.limit)
+    sp = probe_split(args.split, size, args.data, args.limit)
     labels = sp.labels
     idx = [i for i, lab in enumerate(labels) if lab["event"] in ("move", "stop")
            and lab["direction"] in ("left", "right", "up", "down")]

@@ -14,7 +14,6 @@ scored right per axis (50% is chance).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,9 +22,10 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from direction_probe import probe_split  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
-from pystream.synthetic.train import default_data_dir, load_split, prepare_data  # noqa: E402
 from pystream.synthetic.videos import frame_positions, grid_cell  # noqa: E402
 
 
@@ -59,16 +59,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model = ClipVideoModel.from_pretrained(args.model)
     size = model.image_size
-    if args.split == "test":
-        data = default_data_dir(0, 0, 0, 300, size)
-        manifest = prepare_data(data, 0, 0, 300, 0, size, progress=False)
-    else:
-        data = default_data_dir(0, 3000, 200, 300, size)
-        if not (data / "manifest.json").exists():
-            raise SystemExit(f"{data}: no synthetic training set there; make it with the first "
-                             "command of pystream/assets/tiny-clip/adapter/TRAINING.md")
-        manifest = json.loads((data / "manifest.json").read_text())
-    sp = load_split(data, manifest, args.split, size, limit=args.limit)
+    sp = probe_split(args.split, size, limit=args.limit)
     todo = pairs(sp)
     right = {"horizontal": [0, 0], "vertical": [0, 0]}
     with torch.no_grad():
