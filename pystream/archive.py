@@ -31,8 +31,9 @@ from typing import Callable, Sequence
 import lancedb
 import numpy as np
 
-from .store import (READER_CACHE_MB, VECTOR_INDEX_NAME, bounded_session, connect,
-                    list_table_names, recorded_model)
+from .store import (READER_CACHE_MB, VECTOR_INDEX_NAME, ModelMismatchError, bounded_session,
+                    check_fingerprint, connect, list_table_names, portable_model_ref,
+                    recorded_fingerprint, recorded_model)
 
 # Columns returned with each hit: everything except the vector (large and rarely wanted).
 HIT_COLUMNS = ["id", "source", "uri", "level", "start", "end", "model", "thumbnail"]
@@ -46,10 +47,6 @@ class ArchiveNotFoundError(FileNotFoundError):
 
 class NoEncoderError(RuntimeError):
     """A text (or image) query was given but there is no model to encode it with."""
-
-
-class ModelMismatchError(ValueError):
-    """The query model's embedding size differs from the archive's."""
 
 
 class ClipNotFoundError(KeyError):
@@ -330,13 +327,18 @@ class Archive:
         return model.to(self.device or "cpu").eval()
 
     def _check_model_dim(self, model) -> None:
+        """The model must make the archive's vectors: same size, and the same weights where
+        both fingerprints are known (store.check_fingerprint)."""
         dim = getattr(model, "dim", None)
+        name = getattr(model, "model_id", None) or self._model_ref or "the model"
         if dim is not None and int(dim) != self.dim:
-            name = getattr(model, "model_id", None) or self._model_ref or "the model"
             raise ModelMismatchError(
                 f"model {name!r} makes {int(dim)}-dimensional embeddings, but the archive at "
                 f"{self.uri!r} stores {self.dim}-dimensional ones (indexed with "
                 f"{self.recorded_model!r}): query it with the model that indexed it")
+        check_fingerprint(recorded_fingerprint(self.table), getattr(model, "fingerprint", None),
+                          portable_model_ref(name) or str(name), repr(self.uri),
+                          self.recorded_model)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Text queries -> L2-normalised float32 [n, dim] with the archive's text encoder."""
@@ -479,6 +481,7 @@ class Archive:
             "total_rows": table.count_rows(),
             "rows_per_source": dict(sorted(per_source.items())),
             "model": self.recorded_model,
+            "model_fingerprint": recorded_fingerprint(table),
             "dim": self.dim,
             "indexes": indexes,
             "vector_index": VECTOR_INDEX_NAME in indexes,

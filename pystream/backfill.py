@@ -422,13 +422,13 @@ def backfill(
     probe_cfg = cfg.model_copy(update={"device": "cpu"})
     m = load_video_model(probe_cfg)
     model_id = portable_model_ref(getattr(m, "model_id", None) or cfg.model)
-    dim, size = m.dim, m.image_size
+    dim, size, fingerprint = m.dim, m.image_size, getattr(m, "fingerprint", None)
     del m
     settings = settings_key(cfg, model_id, size)
 
     try:
         db = lancedb.connect(uri, storage_options=storage_options)
-        table = open_or_create_table(db, cfg.table, dim, model_id)
+        table = open_or_create_table(db, cfg.table, dim, model_id, fingerprint)
         from .store import list_table_names
 
         mname = cfg.table + MANIFEST_SUFFIX

@@ -350,10 +350,11 @@ class Config(_Strict):
         default_factory=dict)
     node: NodeConfig = Field(default_factory=NodeConfig)
     state_dir: str = "./pystream-data/state"  # checkpoints + status.json
-    # 'shipped' (tiny-clip + its TempMe adapter), 'shipped-base', a Hugging Face id, a local
-    # model directory, an adapter directory (pystream finetune --out), or a mapping
+    # 'shipped-tempme' (tiny-clip + its TempMe adapter: knows which way things move),
+    # 'shipped' (alias 'shipped-base': tiny-clip alone, training-free TempMe), a Hugging Face
+    # id, a local model directory, an adapter directory (pystream finetune --out), or a mapping
     # {base: ..., adapter: DIR}; stored as one string (a mapping as canonical JSON).
-    model: str = "shipped"
+    model: str = "shipped-tempme"
     device: str = "cpu"
     threads: Optional[int] = Field(default=None, ge=1)  # torch intra-op threads
     merge: MergeConfig = Field(default_factory=MergeConfig)

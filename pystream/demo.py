@@ -4,10 +4,11 @@ Everything runs offline on this machine:
 1. render sample recordings with pystream.synthetic.videos (events that need time: moving, appearing,
    stopping, crossing, changing colour) and write them as H.264 files into a watched folder;
 2. push a live MPEG-TS stream of more such events to udp://127.0.0.1 in real time (PyAV);
-3. run the indexer (folder + stream sources, the shipped model, TempMe streaming encoder) into
-   an embedded LanceDB under demo_data/;
+3. run the indexer (folder + stream sources, the shipped model with its TempMe adapter, the
+   streaming encoder) into an embedded LanceDB under demo_data/;
 4. search the live archive for several captions and print source, seconds, score, and whether
-   the hit overlaps the ground-truth event; then stop cleanly.
+   the hit overlaps the ground-truth event; then, for each event that moves one way, whether
+   its caption beats the same words with the direction turned around; then stop cleanly.
 
     python -m pystream.demo                   # what `make demo` runs (about 3 minutes)
     python -m pystream.demo --out demo_data --files 1 --file-seconds 16 --live-seconds 16
@@ -175,6 +176,49 @@ def _search(cfg, model, truth, pusher):
                 gts = [t for t in truth if t[0] == where]
             match = any(c == q and s < hit.end and hit.start < e for _, s, e, c in gts)
             print(f"    {hit.score:6.3f}  {where:<18} {span}  {'<- matches the event' if match else ''}")
+    events = [("recordings", name, s, e, c) for name, s, e, c in truth]
+    events += [(src, None, s, e, c) for src, s, e, c in live_truth]
+    direction_check(arc, events)
+
+
+def direction_check(arc, events, min_cover: float = 0.75) -> tuple[int, int]:
+    """Which way does it move? For each event whose caption names a direction, score the caption
+    and the same words with the direction turned around ("moves left" / "moves right") on the
+    window that lies most inside the event; the model knows the direction when its caption wins.
+    An event whose best window is less than ``min_cover`` inside it (a short event, or one cut
+    by the end of a recording) is skipped: a window that is mostly another event does not ask
+    which way this one went. ``events``: (source, file name or None, start, end, caption).
+    Prints one line per event and a total; returns (told apart, events checked)."""
+    from .archive import sql_string
+    from .synthetic.vocabulary import opposite_direction
+
+    rows, skipped = [], 0
+    for source, name, s, e, caption in events:
+        other = opposite_direction(caption)
+        if other is None:
+            continue
+        scores = []
+        for text in (caption, other):
+            q = arc.query(text).where(sources=[source], since=s, until=e, level=0)
+            if name is not None:
+                q = q.where(f"uri LIKE {sql_string('%' + name)}")
+            scores.append({h.id: h for h in q.limit(100).to_hits()})
+        cover = {i: (min(h.end, e) - max(h.start, s)) / max(h.end - h.start, 1e-9)
+                 for i, h in scores[0].items()}
+        best = max(cover, key=cover.get, default=None)
+        if best is None or cover[best] < min_cover or best not in scores[1]:
+            skipped += 1
+            continue
+        rows.append((caption, other, scores[0][best].score, scores[1][best].score))
+    told = sum(a > b for _, _, a, b in rows)
+    print("\n  which way? each caption that names a direction against the same words turned "
+          "around,\n  scored on the window that lies most inside its event:")
+    for caption, other, a, b in rows:
+        print(f"    {a:6.3f} \"{caption}\"  vs  {b:6.3f} \"{other}\"  "
+              f"{'<- right way' if a > b else '<- WRONG way'}")
+    print(f"  direction told apart: {told} of {len(rows)} events"
+          f"{f' ({skipped} skipped: no window at least {min_cover:.0%} inside them)' if skipped else ''}")
+    return told, len(rows)
 
 
 def main(argv=None) -> int:
@@ -183,7 +227,7 @@ def main(argv=None) -> int:
     ap.add_argument("--live-seconds", type=int, default=60)
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--file-seconds", type=int, default=45)
-    ap.add_argument("--model", default="shipped")
+    ap.add_argument("--model", default="shipped-tempme")
     a = ap.parse_args(argv)
     return run(a.out, a.live_seconds, a.model, a.files, a.file_seconds)
 

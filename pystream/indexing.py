@@ -83,7 +83,7 @@ def index(
 
     archive: LanceDB directory or URI (default: the config's `archive`).
     model: "shipped", a Hugging Face id, a model directory or a loaded ClipVideoModel
-        (default: the config's `model`, "shipped" in the default config).
+        (default: the config's `model`, "shipped-tempme" in the default config).
     source: the source name stored with the rows (filter with sources=[...]).
     fps: sample rate (default: the config's sample_fps, 1.0).
     state_dir: checkpoints (default: ARCHIVE.state next to the archive).

@@ -54,12 +54,24 @@ SCALAR_INDEXES = {"source": Bitmap, "start": BTree, "id": BTree}
 
 
 # Table (schema) metadata: the model that indexed the archive, so a reader can encode text
-# queries with the same model without being told (pystream.open(path).search("...")).
+# queries with the same model without being told (pystream.open(path).search("...")), and a
+# hash of its weight files (loader.weights_fingerprint): a name like "shipped" can stand for
+# other weights after an upgrade, and vectors of two models do not compare.
 MODEL_KEY = "pystream.model"
+FINGERPRINT_KEY = "pystream.model_fingerprint"
 
 
-def clip_schema(dim: int, model: str | None = None) -> pa.Schema:
-    """Arrow schema of the clips table for embeddings of size `dim` (made by `model`)."""
+class ModelMismatchError(ValueError):
+    """The model does not match the archive's: another embedding size, or the same name with
+    other weights (a fingerprint that differs from the one the archive recorded)."""
+
+
+def clip_schema(dim: int, model: str | None = None, fingerprint: str | None = None) -> pa.Schema:
+    """Arrow schema of the clips table for embeddings of size `dim` (made by `model`, whose
+    weights hash to `fingerprint`)."""
+    metadata = {MODEL_KEY: model} if model else {}
+    if model and fingerprint:
+        metadata[FINGERPRINT_KEY] = fingerprint
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
@@ -73,7 +85,7 @@ def clip_schema(dim: int, model: str | None = None) -> pa.Schema:
             pa.field("thumbnail", pa.binary()),
             pa.field("created", pa.float64()),
         ],
-        metadata={MODEL_KEY: model} if model else None,
+        metadata=metadata or None,
     )
 
 
@@ -109,6 +121,30 @@ def recorded_model(table) -> str | None:
         return value.decode()
     rows = table.search().where("model IS NOT NULL").select(["model"]).limit(1).to_list()
     return rows[0]["model"] if rows else None
+
+
+def recorded_fingerprint(table) -> str | None:
+    """The weights fingerprint recorded with a clips table; None for archives written before
+    pystream recorded one (or by a model without one, e.g. built in memory)."""
+    value = (table.schema.metadata or {}).get(FINGERPRINT_KEY.encode())
+    return value.decode() if value else None
+
+
+def check_fingerprint(recorded: str | None, fingerprint: str | None, model: str | None,
+                      where: str, recorded_name: str | None = None) -> None:
+    """Raise ModelMismatchError when both fingerprints are known and differ: the archive's
+    vectors were made by other weights than the model at hand, so its searches would rank
+    badly without any other sign."""
+    if not recorded or not fingerprint or recorded == fingerprint:
+        return
+    name = recorded_name or model
+    raise ModelMismatchError(
+        f"the archive at {where} was indexed with model {name!r} whose weights have "
+        f"fingerprint {recorded}, but the model {model!r} loaded here has weights {fingerprint}"
+        f"{' (the same name: it was retrained or replaced since)' if name == model else ''}. "
+        "Vectors of different weights do not compare: use the weights that indexed the archive "
+        "(model: a directory holding a copy of them), or index into a new archive or table "
+        "with this model.")
 
 
 def clip_id(source: str, level: int, start: float, recording: str | None = None) -> str:
@@ -208,9 +244,12 @@ def vector_index_params(num_rows: int, dim: int) -> tuple[int, int]:
     return partitions, sub_vectors
 
 
-def open_or_create_table(db, table: str, dim: int, model_id: str | None = None):
-    """Open `table`, or create it empty with the clip schema; refuse a different vector dim.
-    Records `model_id` in the table metadata (also on a table written before it was recorded)."""
+def open_or_create_table(db, table: str, dim: int, model_id: str | None = None,
+                         fingerprint: str | None = None):
+    """Open `table`, or create it empty with the clip schema; refuse a different vector dim or
+    other weights (ModelMismatchError). Records `model_id` and the weights' `fingerprint` in the
+    table metadata (also on a table written before they were recorded: the fingerprint only
+    while the table is empty, since older rows may come from other weights)."""
     if table in list_table_names(db):
         tbl = db.open_table(table)
         stored = tbl.schema.field("vector").type.list_size
@@ -225,19 +264,34 @@ def open_or_create_table(db, table: str, dim: int, model_id: str | None = None):
         if model_id:
             metadata = tbl.schema.metadata or {}
             recorded = (metadata.get(MODEL_KEY.encode()) or b"").decode()
+            stamp = {}
             if not recorded:
-                try:
-                    tbl.to_lance().update_schema_metadata({MODEL_KEY: model_id})
-                    tbl = db.open_table(table)
-                except Exception as e:  # e.g. a remote table without pylance access
-                    log.warning("could not record the model in %s: %s", table, e)
+                stamp[MODEL_KEY] = model_id
             elif recorded != model_id:
                 log.warning(
                     "table %r was indexed with model %r; this writer uses %r (same embedding "
                     "size). Text queries use the recorded model; rows record their own.",
                     table, recorded, model_id)
+            if recorded in ("", model_id):
+                check_fingerprint(recorded_fingerprint(tbl), fingerprint, model_id,
+                                  f"{db.uri} (table {table!r})")
+                if fingerprint and not recorded_fingerprint(tbl):
+                    if tbl.count_rows() == 0:
+                        stamp[FINGERPRINT_KEY] = fingerprint
+                    else:
+                        log.warning(
+                            "table %r records model %r but no weights fingerprint (indexed "
+                            "before pystream recorded one): if those weights differ from the "
+                            "ones loaded now (the shipped model was retrained on 2026-12-03), "
+                            "its old rows rank badly; reindex it to be sure", table, model_id)
+            if stamp:
+                try:
+                    tbl.to_lance().update_schema_metadata(stamp)
+                    tbl = db.open_table(table)
+                except Exception as e:  # e.g. a remote table without pylance access
+                    log.warning("could not record the model in %s: %s", table, e)
         return tbl
-    return db.create_table(table, schema=clip_schema(dim, model_id), exist_ok=True)
+    return db.create_table(table, schema=clip_schema(dim, model_id, fingerprint), exist_ok=True)
 
 
 def list_table_names(db) -> list[str]:
@@ -345,6 +399,7 @@ class ClipWriter:
         table_wait_s: float = 30.0,
         maintenance: bool = True,
         storage_options: dict | None = None,
+        model_fingerprint: str | None = None,
     ):
         if index_min_rows < 256:
             raise ValueError("index_min_rows must be >= 256: IVF_PQ cannot train on fewer rows")
@@ -382,7 +437,8 @@ class ClipWriter:
         self._db = connect(self.db_uri, session=self.session, **extra)
         if self.append and not self.maintenance:
             self._wait_for_table(table_wait_s)
-        self._table = open_or_create_table(self._db, table, self.dim, self.model_id)
+        self._table = open_or_create_table(self._db, table, self.dim, self.model_id,
+                                           model_fingerprint)
 
         self._cond = threading.Condition()
         self._pending: list[ClipRow] = []

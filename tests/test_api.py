@@ -141,6 +141,80 @@ def test_writer_records_the_model_portably(tmp_path, model_dir):
         ClipWriter(tmp_path, dim=8, model_id="other")
 
 
+def test_weights_fingerprint_recorded_and_checked(tmp_path, model_dir, caplog):
+    """The archive records a hash of the weights; a model of the same name whose weights
+    changed (the shipped model, retrained) is refused with an error that says so, by readers
+    and writers alike, while a copy of the same weights elsewhere is accepted."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pystream.model import ClipVideoModel
+    from pystream.store import FINGERPRINT_KEY, recorded_fingerprint
+
+    mine = tmp_path / "model"
+    shutil.copytree(model_dir, mine)
+    model = ClipVideoModel.from_pretrained(mine)
+    assert model.fingerprint and len(model.fingerprint) == 16
+    assert ClipVideoModel.from_pretrained(model_dir).fingerprint == model.fingerprint  # a copy
+    text = model.encode_text(["a red circle"]).numpy()[0]
+    rows = [ClipRow("gate", "rtsp://gate", 0, T0 + 4 * i, T0 + 4 * i + 12, text) for i in range(3)]
+    path = tmp_path / "archive"
+    with ClipWriter(path, dim=model.dim, model_id=mine, model_fingerprint=model.fingerprint) as w:
+        w.write(rows)
+    arc = pystream.open(path)
+    assert arc.table.schema.metadata[FINGERPRINT_KEY.encode()] == model.fingerprint.encode()
+    assert arc.stats()["model_fingerprint"] == model.fingerprint
+    assert arc.search("a red circle", k=1)[0].score == pytest.approx(1.0, abs=1e-4)
+    assert pystream.open(path, model=model_dir).search("a red circle", k=1)  # same weights
+
+    # "Retrain" the model in place: same directory, other weights.
+    weights = load_file(mine / "model.safetensors")
+    name = next(k for k in weights if k.endswith("text_projection.weight"))
+    weights[name] = weights[name] + 0.01 * torch.randn_like(weights[name])
+    save_file(weights, mine / "model.safetensors", metadata={"format": "pt"})
+    retrained = ClipVideoModel.from_pretrained(mine)
+    assert retrained.fingerprint != model.fingerprint
+    with pytest.raises(ModelMismatchError) as e:
+        pystream.open(path).search("a red circle")
+    msg = str(e.value)
+    assert model.fingerprint in msg and retrained.fingerprint in msg and "retrained" in msg
+    assert str(path) in msg
+    with pytest.raises(ModelMismatchError, match=model.fingerprint):
+        ClipWriter(path, dim=model.dim, model_id=mine, model_fingerprint=retrained.fingerprint)
+    assert pystream.open(path).count() == 3  # nothing lost
+
+    # An archive from before fingerprints: rows but none recorded. The writer cannot know
+    # which weights made them: it warns and records nothing; an empty table gets one.
+    import lancedb
+
+    old = tmp_path / "old"
+    with ClipWriter(old, dim=model.dim, model_id=mine) as w:
+        w.write(rows)
+    assert recorded_fingerprint(lancedb.connect(old).open_table("clips")) is None
+    with caplog.at_level("WARNING"):
+        ClipWriter(old, dim=model.dim, model_id=mine,
+                   model_fingerprint=retrained.fingerprint).close()
+    assert "no weights fingerprint" in caplog.text
+    assert recorded_fingerprint(lancedb.connect(old).open_table("clips")) is None
+    empty = tmp_path / "empty"
+    ClipWriter(empty, dim=model.dim, model_id=mine).close()
+    ClipWriter(empty, dim=model.dim, model_id=mine,
+               model_fingerprint=retrained.fingerprint).close()
+    assert recorded_fingerprint(lancedb.connect(empty).open_table("clips")) == \
+        retrained.fingerprint
+
+
+def test_shipped_models_have_their_own_fingerprints():
+    from pystream.model import ClipVideoModel
+
+    base = ClipVideoModel.from_pretrained("shipped")
+    assert base.fingerprint == ClipVideoModel.from_pretrained("shipped-base").fingerprint
+    assert ClipVideoModel.from_pretrained("shipped-tempme").fingerprint not in (
+        None, base.fingerprint)
+
+
 # ----------------------------------------------------------------------------- queries and hits
 
 def test_where_twice_is_and_and_results_are_plain_or_typed(built):

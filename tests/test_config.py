@@ -14,7 +14,7 @@ def _write(tmp_path, data):
 
 def test_embedded_default_is_valid():
     cfg = load_config(None)
-    assert cfg.model == "shipped" and cfg.sample_fps == 1.0 and cfg.sources == []
+    assert cfg.model == "shipped-tempme" and cfg.sample_fps == 1.0 and cfg.sources == []
     assert cfg.merge.schedule_dict() == {"preset": "default"}
     assert str(DEFAULT_CONFIG).endswith("config/default.yaml")
 

@@ -113,7 +113,8 @@ class Indexer:
                                  after_retention=self.checkpoints.forget_files,
                                  append=config.writer_append(),
                                  maintenance=config.node.maintenance,
-                                 storage_options=config.storage_options or None)
+                                 storage_options=config.storage_options or None,
+                                 model_fingerprint=getattr(self.model, "fingerprint", None))
         self.commit.attach(self.writer)
         self._disk_low: Dict[str, bool] = {}
         self.runners: List[SourceRunner] = []

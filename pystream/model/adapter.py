@@ -41,9 +41,10 @@ from typing import Optional, Tuple
 import torch
 
 ADAPTER_FORMAT = 1
-# tiny-clip with its TempMe adapter (pystream/assets/tiny-clip/adapter). 'shipped' (and its alias
-# 'shipped-base') stays the training-free checkpoint and the default, so archives recorded as
-# 'shipped' hold that checkpoint's vectors; the adapter's figures are in its TRAINING.md.
+# tiny-clip with its TempMe adapter (pystream/assets/tiny-clip/adapter), the default model.
+# 'shipped' (and its alias 'shipped-base') is the training-free checkpoint alone, so archives
+# recorded as 'shipped' hold that checkpoint's vectors; the adapter's figures are in its
+# TRAINING.md.
 SHIPPED_TEMPME = "shipped-tempme"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj")
 PEFT_PREFIX = "base_model.model."

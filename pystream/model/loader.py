@@ -6,6 +6,7 @@ then the network, and fails fast with a message that says how to point at a loca
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Tuple
@@ -102,6 +103,54 @@ def load_clip(name_or_path: str | os.PathLike | None = DEFAULT_MODEL) -> Tuple[o
         except Exception:
             tokenizer = None
     return model, tokenizer, _pixel_stats(path if is_local else None)
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+_fingerprints: dict = {}  # (path, size, mtime) -> sha256 of the file: hash each file once
+
+
+def weights_fingerprint(*dirs) -> str | None:
+    """A short content hash of the weight files in ``dirs`` (a checkpoint, then its adapter),
+    or None when there are none. The same weights give the same fingerprint wherever they are
+    copied, retrained ones another: the archive records it so that a model whose name stayed
+    the same but whose weights changed (the shipped model, retrained) is noticed instead of
+    silently ranking badly (store.check_fingerprint)."""
+    h = hashlib.sha256()
+    found = False
+    for d in dirs:
+        if d is None:
+            continue
+        for f in sorted({p for pattern in WEIGHT_PATTERNS for p in Path(d).glob(pattern)}):
+            found = True
+            h.update(f.name.encode() + b"\0" + _file_sha256(f).encode() + b"\n")
+    return h.hexdigest()[:16] if found else None
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _fingerprints:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _fingerprints[key] = h.hexdigest()
+    return _fingerprints[key]
+
+
+def weights_dir(ref: str) -> Path | None:
+    """The directory holding the weights ``load_clip(ref)`` loads: the directory itself, or the
+    hub cache's snapshot of a hub id (None when it is not cached)."""
+    path = Path(resolve_model(ref)).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(str(ref), "config.json")
+    except Exception:
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _in_hf_cache(repo_id: str) -> bool:

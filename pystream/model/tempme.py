@@ -155,6 +155,9 @@ class ClipVideoModel(torch.nn.Module):
         self.clip = clip
         self.tokenizer = tokenizer
         self.model_id = model_id
+        # Content hash of the loaded weight files (loader.weights_fingerprint); from_pretrained
+        # sets it, so the archive can tell two models of one name apart. None: unknown.
+        self.fingerprint = None
         self.schedule = schedule_from_config(schedule)
         stats = pixel_stats or {}
         mean = stats.get("mean", CLIP_MEAN)
@@ -177,6 +180,7 @@ class ClipVideoModel(torch.nn.Module):
         on top of the checkpoint (adapter.py); LoRA is merged into the weights, so inference
         costs exactly what the base model costs."""
         from .adapter import apply_adapter, resolve_model_ref
+        from .loader import weights_dir, weights_fingerprint
 
         base, adapter_dir = resolve_model_ref(name_or_path, adapter)
         clip, tok, stats = load_clip(base)
@@ -185,6 +189,7 @@ class ClipVideoModel(torch.nn.Module):
                                  f"{base}+{adapter_dir}"))
         if adapter_dir is not None:
             apply_adapter(model, adapter_dir)
+        model.fingerprint = weights_fingerprint(weights_dir(base), adapter_dir)
         return model
 
     # ------------------------------------------------------------------ properties

@@ -6,8 +6,10 @@ model's tokenizer vocabulary is built from these tables (pystream.model.tokenize
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["NOUNS", "SIZE_WORDS", "DIR_WORDS", "TEMPLATES", "POSITION_WORDS",
-           "POSITION_TEMPLATES"]
+           "POSITION_TEMPLATES", "OPPOSITE", "opposite_direction"]
 
 NOUNS = {
     "circle": ["circle", "ball", "disc"],
@@ -57,3 +59,26 @@ POSITION_WORDS = {
     ("right", "bottom"): ["in the bottom right", "in the bottom right corner"],
 }
 POSITION_TEMPLATES = ["{np} {pos}", "{np} is {pos}", "{pos} there is {np}"]
+
+
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+# A direction phrase right after one of the motion verbs of TEMPLATES ("moves", "slides", ...):
+# only there, since "up" is also part of "shows up". Longest phrases first ("to the left"
+# before "left").
+_DIRECTION = re.compile(
+    r"\b(moves|slides|travels|is moving|drifts) (%s)\b" % "|".join(
+        re.escape(w) for w in sorted({w for ws in DIR_WORDS.values() for w in ws},
+                                     key=len, reverse=True)))
+
+
+def opposite_direction(caption: str) -> str | None:
+    """``caption`` with its direction turned around, in the same words ("moves to the left" ->
+    "moves to the right", "slides upward" -> "slides downward"), or None when it names no
+    direction: the demo's and the tests' question "does the model know which way?"."""
+    m = _DIRECTION.search(caption)
+    if m is None:
+        return None
+    word = m.group(2)
+    direction = next(d for d, ws in DIR_WORDS.items() if word in ws)
+    flipped = DIR_WORDS[OPPOSITE[direction]][DIR_WORDS[direction].index(word)]
+    return caption[:m.start(2)] + flipped + caption[m.end(2):]
