@@ -2,8 +2,8 @@
 
     import pystream
 
-    pystream.index("videos", archive="pystream-data/archive", model="shipped")
-    arc = pystream.open("pystream-data/archive", model="shipped")
+    pystream.index("videos", archive="pystream-data/archive", model="shipped-tempme")
+    arc = pystream.open("pystream-data/archive")  # searches with the model that indexed it
     for hit in arc.search("a red circle moves to the left", k=5):
         print(hit.source, hit.start, hit.end, hit.score)
 
