@@ -120,7 +120,11 @@ def weights_fingerprint(*dirs) -> str | None:
     for d in dirs:
         if d is None:
             continue
-        for f in sorted({p for pattern in WEIGHT_PATTERNS for p in Path(d).glob(pattern)}):
+        # The format transformers loads: safetensors when there are any (a hub snapshot may
+        # also hold the same weights as .bin, which a copy need not carry), else .bin.
+        files = next((sorted(Path(d).glob(p)) for p in WEIGHT_PATTERNS if any(Path(d).glob(p))),
+                     [])
+        for f in files:
             found = True
             h.update(f.name.encode() + b"\0" + _file_sha256(f).encode() + b"\n")
     return h.hexdigest()[:16] if found else None
