@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -31,11 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import offline_embeddings  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
 from pystream.synthetic.train import default_data_dir, load_split, prepare_data  # noqa: E402
+from pystream.synthetic.vocabulary import opposite_direction  # noqa: E402
 
-SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "leftward": "rightward",
-        "rightward": "leftward", "upward": "downward", "downward": "upward", "top": "bottom",
-        "bottom": "top"}
-PATTERN = re.compile(r"\b(" + "|".join(SWAP) + r")\b")
 
 
 def split_half_probe(d: torch.Tensor) -> float:
@@ -85,8 +81,8 @@ def main(argv=None) -> int:
     caps, twins, target = [], [], []
     for i in idx:
         for c in sp.paraphrases[i]:
-            t = PATTERN.sub(lambda m: SWAP[m.group(1)], c)
-            if t != c:
+            t = opposite_direction(c)
+            if t is not None:
                 caps.append(c), twins.append(t), target.append(i)
     with torch.no_grad():
         fwd = offline_embeddings(model, sp.frames, "default", 32).float()

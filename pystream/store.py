@@ -273,9 +273,9 @@ def open_or_create_table(db, table: str, dim: int, model_id: str | None = None,
                     "size). Text queries use the recorded model; rows record their own.",
                     table, recorded, model_id)
             if recorded in ("", model_id):
-                check_fingerprint(recorded_fingerprint(tbl), fingerprint, model_id,
-                                  f"{db.uri} (table {table!r})")
-                if fingerprint and not recorded_fingerprint(tbl):
+                stored = recorded_fingerprint(tbl)
+                check_fingerprint(stored, fingerprint, model_id, f"{db.uri} (table {table!r})")
+                if fingerprint and not stored:
                     if tbl.count_rows() == 0:
                         stamp[FINGERPRINT_KEY] = fingerprint
                     else:

@@ -62,13 +62,15 @@ POSITION_TEMPLATES = ["{np} {pos}", "{np} is {pos}", "{pos} there is {np}"]
 
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-# A direction phrase right after one of the motion verbs of TEMPLATES ("moves", "slides", ...):
-# only there, since "up" is also part of "shows up". Longest phrases first ("to the left"
-# before "left").
-_DIRECTION = re.compile(
-    r"\b(moves|slides|travels|is moving|drifts) (%s)\b" % "|".join(
-        re.escape(w) for w in sorted({w for ws in DIR_WORDS.values() for w in ws},
-                                     key=len, reverse=True)))
+# A direction phrase right after the verb that precedes {dir} in TEMPLATES ("moves", "slides",
+# ...): only there, since "up" is also part of "shows up". Longest phrases first ("to the
+# left" before "left").
+_MOTION_VERBS = sorted({m.group(1) for ts in TEMPLATES.values() for t in ts
+                        for m in [re.search(r"\{np\} (.+?) \{dir\}", t)] if m})
+_DIRECTION = re.compile(r"\b(%s) (%s)\b" % (
+    "|".join(map(re.escape, _MOTION_VERBS)),
+    "|".join(re.escape(w) for w in sorted({w for ws in DIR_WORDS.values() for w in ws},
+                                          key=len, reverse=True))))
 
 
 def opposite_direction(caption: str) -> str | None:
