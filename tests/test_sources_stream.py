@@ -321,9 +321,10 @@ def test_decode_auto_goes_back_to_every_frame_when_the_gop_grows(tmp_path):
         for p in st.encode():
             c.mux(p)
     src = StreamSource("sim", f"file://{path}", fps=FPS, size=16, realtime=False)
-    frames, modes = _frames_and_decode_modes(src)
-    assert modes == {"keyframes", "all"}
-    assert src.status()["decode"] == "all"
+    frames, _ = _frames_and_decode_modes(src)
+    # Counted by the reader itself: sampling its current mode as frames are consumed races
+    # with the reader, which may have switched back before the consumer looks.
+    assert src.status()["decode_switches"] == 2  # all -> keyframes (0.5 s) -> all (4.0 s)
     # The samples between the last keyframe of the short GOP (2.0 s) and the first of the long
     # one (4.0 s) were skipped before the reader could know the GOP had grown: one GOP is lost.
     # From there on every sample is there, on the grid.

@@ -160,6 +160,7 @@ class _Reader(threading.Thread):
         self.resize_cpu_s = 0.0  # CPU seconds in libav's scale + RGB conversion (benchmarks)
         self.keyframes_only = False  # the decoder skips non-key frames (decode: auto|keyframes)
         self.gop_s: float | None = None  # measured keyframe interval
+        self.decode_switches = 0  # decode: auto's changes of mode on this connection
         self.recorder = None  # pystream.sources.recorder.Recorder when `record:` is set
 
     def abandon(self) -> None:
@@ -252,6 +253,7 @@ class _Reader(threading.Thread):
                         else self.gop_s <= period * 1.5
                     if only != self.keyframes_only:
                         self.keyframes_only = only
+                        self.decode_switches += 1
                         if not only:  # back to every frame, from this keyframe on
                             full.flush_buffers()
                 last_key = kt
@@ -413,6 +415,7 @@ class StreamSource:
         self._failures = 0         # failed attempts + lost connections
         self._frames = 0
         self._dropped = 0
+        self._decode_switches = 0  # of the connections that ended (decode: auto)
         self._last_t: float | None = None
         self._backoff_s = 0.0
         self._down_since: float | None = None
@@ -446,6 +449,7 @@ class StreamSource:
                 "index_url": _redact(self.index_url) if self.index_url else None,
                 "decode": ("keyframes" if r is not None and r.keyframes_only else "all"),
                 "gop_s": (round(r.gop_s, 3) if r is not None and r.gop_s else None),
+                "decode_switches": self._decode_switches + (r.decode_switches if r is not None else 0),
                 "resize_cpu_s": round(r.resize_cpu_s, 3) if r is not None else 0.0,
             }
 
@@ -514,6 +518,7 @@ class StreamSource:
                 reader.abandon()
                 with self._lock:
                     self._dropped += reader.dropped
+                    self._decode_switches += reader.decode_switches
                     self._reader = None
                     if self._last_t is not None:
                         last_frame_t = self._last_t
