@@ -314,12 +314,13 @@ def list_table_names(db) -> list[str]:
 # entries stay until the cap evicts them). So a cache always ends at its cap, and the caps are
 # small so that it gets there early: with the earlier caps (writer 24 MB, reader 80 MB) the two
 # caches were still growing 10 MB an hour after 35 minutes of the soak (soak-2026-12-02d.txt);
-# with these the writer's reached its 8 MB at minute 40 and the reader's was at 13 of 16 MB
-# after 85 minutes (soak-2026-12-02e.txt). A reader needs only the latest version; index pages
-# beyond the cap are read again from disk (the OS page cache keeps the hot ones). Query latency
-# at 1M rows (benchmarks/store.py) was measured with the earlier reader cap, not yet these.
+# with 4 + 4 the writer's reaches its 8 MB by minute 40; a reader's at 8 + 8 was still growing
+# 3.8 MB an hour at 14 of 16 MB after 100 minutes (soak-2026-12-03e.txt), so readers have the
+# writer's caps too. A reader needs only the latest version; index pages beyond the cap are read
+# again from disk (the OS page cache keeps the hot ones): benchmarks/reader_cache.py compares
+# query latency at 1M rows across caps.
 WRITER_CACHE_MB = {"index": 4, "metadata": 4}
-READER_CACHE_MB = {"index": 8, "metadata": 8}
+READER_CACHE_MB = {"index": 4, "metadata": 4}
 
 
 def bounded_session(index_mb: float, metadata_mb: float):
