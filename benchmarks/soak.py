@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import pystream  # noqa: E402
 from pystream.config import parse_config  # noqa: E402
-from pystream.retention import age_keys, prune_recordings  # noqa: E402
+from pystream.retention import prune_recordings  # noqa: E402
 
 CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 

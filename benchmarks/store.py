@@ -32,7 +32,8 @@ import lancedb  # noqa: E402
 from lancedb.index import Bitmap, BTree, IvfPq  # noqa: E402
 
 from pystream import archive  # noqa: E402
-from pystream.store import ClipRow, ClipWriter, clip_id, clip_schema, vector_index_params  # noqa: E402
+from pystream.store import ClipRow, clip_id, clip_schema, vector_index_params  # noqa: E402
+from pystream.writer import ClipWriter  # noqa: E402
 
 DIM = 512
 K = 10

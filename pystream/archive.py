@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Callable, Sequence
 
-import lancedb
 import numpy as np
 
 from .store import (READER_CACHE_MB, VECTOR_INDEX_NAME, ModelMismatchError, bounded_session,

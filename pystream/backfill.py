@@ -46,12 +46,11 @@ import logging
 import math
 import os
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -417,7 +416,7 @@ def backfill(
 
     # The model once on the driver: its dim, id and input size (and a clear error if it fails).
     from .pipeline import load_video_model
-    from .store import clip_schema, open_or_create_table, portable_model_ref
+    from .store import open_or_create_table, portable_model_ref
 
     probe_cfg = cfg.model_copy(update={"device": "cpu"})
     m = load_video_model(probe_cfg)

@@ -8,7 +8,7 @@ source replaced with temp + fsync + os.replace. Both survive kill -9 atomically,
   row per file, where a JSON file would be rewritten whole for every finished file;
 - other processes (CLI `status`) can read while the daemon writes.
 
-Protocol with the writer (pystream.store.ClipWriter): the daemon calls put() from the writer's
+Protocol with the writer (pystream.writer.ClipWriter): the daemon calls put() from the writer's
 on_commit hook, i.e. only after the clips up to that point are in LanceDB. A crash between the
 LanceDB commit and put() replays at most one batch, which the writer's idempotent upsert absorbs.
 """

@@ -100,7 +100,7 @@ def _merge_row(x, sizes, metric, r: int, protected: int):
     P = protected
     a_pos = torch.arange(P, n, 2)
     b_pos = torch.arange(P + 1, max(n, P + 1), 2)  # empty (not an error) when n == P
-    nA, nB = a_pos.numel(), b_pos.numel()
+    nB = b_pos.numel()
     xf = x.float()
     index_map = torch.empty(n, dtype=torch.int64)
     index_map[:P] = torch.arange(P)

@@ -20,7 +20,7 @@ Threads and why:
   waiting at most max_wait_s, so many cameras share one batched forward and a quiet camera is
   never starved; it ends a stream with finish() at the end of a file or a live disconnect, so a
   window never spans a gap;
-- ONE writer thread (pystream.store.ClipWriter) batches rows into LanceDB.
+- ONE writer thread (pystream.writer.ClipWriter) batches rows into LanceDB.
 
 Exactly once. Row ids are deterministic, and the writer upserts on them, so replaying is always
 harmless; checkpoints make replay rare and bounded. After every encode batch the encoder thread

@@ -17,7 +17,8 @@ import yaml
 from pystream.alerts.engine import AlertEngine
 from pystream.alerts.events import alert_key
 from pystream.config import ConfigError, parse_config
-from pystream.store import ClipRow, ClipWriter
+from pystream.store import ClipRow
+from pystream.writer import ClipWriter
 
 from alert_helpers import (EMPTY, RED_SQUARE, Mosquitto, Subscriber, WebhookReceiver,
                            have_mosquitto, scene_frames, wait_until, write_scene)

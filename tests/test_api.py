@@ -12,7 +12,8 @@ import pytest
 
 import pystream
 from pystream.archive import ClipNotFoundError, Hit, ModelMismatchError, to_timestamp
-from pystream.store import MODEL_KEY, ClipRow, ClipWriter, clip_id, make_thumbnail, portable_model_ref
+from pystream.store import MODEL_KEY, ClipRow, clip_id, make_thumbnail, portable_model_ref
+from pystream.writer import ClipWriter
 from test_pipeline_fixtures import REPO, env_for_subprocess, make_model_dir, write_video
 
 T0 = 1_790_000_000.0
@@ -124,7 +125,7 @@ def test_writer_records_the_model_portably(tmp_path, model_dir):
 
     db = lancedb.connect(tmp_path)
     db.create_table("clips", schema=clip_schema(4))
-    with ClipWriter(tmp_path, dim=4, model_id="m") as w:
+    with ClipWriter(tmp_path, dim=4, model_id="m"):
         pass
     assert db.open_table("clips").schema.metadata[MODEL_KEY.encode()] == b"m"
     table = lancedb.connect(tmp_path / "old").create_table("clips", schema=clip_schema(4))

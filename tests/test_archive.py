@@ -13,7 +13,8 @@ import torch
 from pystream import archive
 from pystream.archive import ArchiveNotFoundError, Hit, NoEncoderError, build_filter
 from pystream.model.loader import ModelLoadError
-from pystream.store import VECTOR_INDEX_NAME, ClipRow, ClipWriter
+from pystream.store import VECTOR_INDEX_NAME, ClipRow
+from pystream.writer import ClipWriter
 
 DIM = 16
 SOURCES = ["dock-cam", "gate-cam", "o'neil's cam"]  # a quote in a name must not break the SQL
@@ -206,7 +207,8 @@ WRITER_SCRIPT = textwrap.dedent("""
     import sys, time
     import numpy as np
     sys.path.insert(0, {repo!r})
-    from pystream.store import ClipRow, ClipWriter
+    from pystream.store import ClipRow
+    from pystream.writer import ClipWriter
     writer = ClipWriter({path!r}, dim={dim}, model_id="m", optimize_every_s=1e9)
     rows = [ClipRow(source="remote", uri="x", level=0, start=float(i), end=i + 1.0,
                     vector=np.ones({dim}, np.float32)) for i in range(10)]

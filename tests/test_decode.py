@@ -1,7 +1,6 @@
 """pystream.decode on real files encoded here with PyAV (H.264 via libx264 when PyAV's
 bundled ffmpeg has it, else MPEG-4 part 2)."""
 
-import logging
 
 import av
 import numpy as np

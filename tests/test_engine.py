@@ -410,7 +410,8 @@ def test_stalled_writer_holds_the_encoder_back_then_recovers(tmp_path):
     """A real ClipWriter whose commits fail for a while: pending rows stop at the bound, the
     encoder (here: the thread calling CommitLog.add) waits with `backpressure` set, the writer
     reports "stalled"; then every row lands once and the checkpoints follow."""
-    from pystream.store import ClipRow, ClipWriter
+    from pystream.store import ClipRow
+    from pystream.writer import ClipWriter
 
     stats = {"cam": SourceStats("cam", "stream")}
     log = CommitLog(store := CheckpointStore(tmp_path / "state"), stats)

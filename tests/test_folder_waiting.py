@@ -6,7 +6,6 @@ import os
 import shutil
 import time
 
-import pytest
 
 from pystream import cli
 from pystream.config import load_config

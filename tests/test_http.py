@@ -6,7 +6,8 @@ from fastapi.testclient import TestClient
 
 import pystream
 from pystream.http import create_app
-from pystream.store import ClipRow, ClipWriter, make_thumbnail
+from pystream.store import ClipRow, make_thumbnail
+from pystream.writer import ClipWriter
 from pystream.metrics import Metrics
 
 DIM = 8

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pystream.store import (VECTOR_INDEX_NAME, ClipRow, ClipWriter, WriterError, clip_id,
-                            make_thumbnail, vector_index_params)
+from pystream.store import VECTOR_INDEX_NAME, ClipRow, clip_id, make_thumbnail, vector_index_params
+from pystream.writer import ClipWriter, WriterError
 
 DIM = 16
 

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,7 +300,7 @@ def _rows(n, source="cam", uri="/v/a.mp4", recording=True, start0=0.0, dim=8):
 def test_append_mode_drops_only_replayed_file_rows(tmp_path):
     import lancedb
 
-    from pystream.store import ClipWriter
+    from pystream.writer import ClipWriter
 
     w = ClipWriter(tmp_path, dim=8, model_id="m", batch_rows=4, append=True,
                    optimize_every_s=1e9)
@@ -327,7 +326,7 @@ def test_append_mode_drops_only_replayed_file_rows(tmp_path):
 def test_maintenance_only_where_configured(tmp_path):
     import lancedb
 
-    from pystream.store import ClipWriter
+    from pystream.writer import ClipWriter
 
     w = ClipWriter(tmp_path, dim=8, model_id="m", append=True, maintenance=False,
                    optimize_every_s=1e9, table_wait_s=0.5)  # no maintenance node: creates it

@@ -8,7 +8,6 @@ engine behind the real FolderSource.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import pystream
 from pystream.sources import Segment, SourceEvent
 from pystream.config import parse_config
-from pystream.decode import DecodeError, decode_frames
+from pystream.decode import decode_frames
 from pystream.pipeline import ENCODER_KEY, Indexer, load_video_model
 from pystream.checkpoint import CheckpointStore
 

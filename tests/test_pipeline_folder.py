@@ -3,7 +3,6 @@ temp-then-rename writers) are indexed once, completely; a restart indexes nothin
 
 import os
 import shutil
-import threading
 import time
 
 import pytest

@@ -3,10 +3,7 @@ rolling segments without re-encoding; retention by age and size; the reader hook
 
 from __future__ import annotations
 
-import os
 import threading
-import time
-from fractions import Fraction
 
 import av
 import numpy as np

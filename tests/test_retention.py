@@ -17,7 +17,8 @@ import pystream
 from pystream.config import ConfigError, parse_config
 from pystream.retention import (RetentionPolicy, parse_duration, parse_size, plan,
                                 prune_recordings)
-from pystream.store import ClipRow, ClipWriter
+from pystream.store import ClipRow
+from pystream.writer import ClipWriter
 
 DIM = 8
 DAY = 86400.0

@@ -3,7 +3,7 @@
     source threads (ingest.SourceRunner, one per source)
         -> messages.ChunkQueue (bounded: backpressure)
         -> encoder thread (encode.EncodeStage, rows.RowBuilder)
-        -> writer thread (store.ClipWriter, its on_commit hook runs commit.CommitLog.committed)
+        -> writer thread (writer.ClipWriter, its on_commit hook runs commit.CommitLog.committed)
         -> checkpoints (commit.CommitLog.apply)
 
 The facade itself holds no per-stream state; see pystream.pipeline for the behaviour.
@@ -29,7 +29,8 @@ from ..checkpoint import CheckpointStore
 from ..config import Config
 from ..memory import use_system_arrow_pool
 from ..retention import RetentionPolicy
-from ..store import ClipRow, ClipWriter, portable_model_ref
+from ..store import ClipRow, portable_model_ref
+from ..writer import ClipWriter
 from ..model.streaming import StreamingEncoder
 from .commit import CommitLog, restore
 from .encode import EncodeStage

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import io
 import os
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable, List, Optional
