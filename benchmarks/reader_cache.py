@@ -22,12 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import lancedb  # noqa: E402
-from lancedb.index import Bitmap, BTree, IvfPq  # noqa: E402
-
 import store as bench  # noqa: E402  (benchmarks/store.py: the same data and indexes)
 from pystream import archive  # noqa: E402
-from pystream.store import bounded_session, clip_schema, connect, vector_index_params  # noqa: E402
+from pystream.store import bounded_session, connect  # noqa: E402
 
 
 def main() -> None:
@@ -45,15 +42,8 @@ def main() -> None:
         vectors = bench.make_vectors(n)
         queries = bench.make_queries(vectors)
         uri = os.path.join(root, "archive")
-        table = lancedb.connect(uri).create_table("clips", schema=clip_schema(bench.DIM))
-        for lo in range(0, n, bench.LOAD_BATCH):
-            table.add(bench.arrow_batch(vectors[lo:lo + bench.LOAD_BATCH], lo))
+        _, _, _, partitions, sub_vectors = bench.build_archive(uri, vectors)
         del vectors
-        partitions, sub_vectors = vector_index_params(n, bench.DIM)
-        table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=partitions,
-                                                  num_sub_vectors=sub_vectors), name="vector_idx")
-        table.create_index("source", config=Bitmap(), name="source_idx")
-        table.create_index("start", config=BTree(), name="start_idx")
         print(f"{n} rows, IVF_PQ {partitions} partitions x {sub_vectors} sub-vectors; "
               f"nprobes={args.nprobes} refine={args.refine}", flush=True)
 

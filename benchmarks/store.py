@@ -135,6 +135,27 @@ def latency_and_recall(arc, queries, truth_ids, nprobes, refine):
     return np.percentile(latencies, 50), np.percentile(latencies, 95), float(np.mean(recalls))
 
 
+def build_archive(uri: str, vectors: np.ndarray) -> tuple[list[str], float, float, int, int]:
+    """The benchmark archive at `uri`: `vectors` bulk-loaded, then IVF_PQ + scalar indexes.
+    Returns the row ids, load and index seconds, partitions and sub-vectors."""
+    n = len(vectors)
+    table = lancedb.connect(uri).create_table("clips", schema=clip_schema(DIM))
+    t0 = time.perf_counter()
+    ids = []
+    for lo in range(0, n, LOAD_BATCH):
+        batch = arrow_batch(vectors[lo:lo + LOAD_BATCH], lo)
+        ids.extend(batch.column("id").to_pylist())
+        table.add(batch)
+    load_s = time.perf_counter() - t0
+    partitions, sub_vectors = vector_index_params(n, DIM)
+    t0 = time.perf_counter()
+    table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=partitions,
+                                              num_sub_vectors=sub_vectors), name="vector_idx")
+    table.create_index("source", config=Bitmap(), name="source_idx")
+    table.create_index("start", config=BTree(), name="start_idx")
+    return ids, load_s, time.perf_counter() - t0, partitions, sub_vectors
+
+
 def bench_size(n: int, root: str) -> dict:
     print(f"--- {n} rows x {DIM} dims", flush=True)
     t0 = time.perf_counter()
@@ -144,25 +165,9 @@ def bench_size(n: int, root: str) -> dict:
     print(f"data + exact top-{K}: {time.perf_counter() - t0:.1f} s", flush=True)
 
     uri = os.path.join(root, f"n{n}")
-    db = lancedb.connect(uri)
-    table = db.create_table("clips", schema=clip_schema(DIM))
-    t0 = time.perf_counter()
-    ids = []
-    for lo in range(0, n, LOAD_BATCH):
-        batch = arrow_batch(vectors[lo:lo + LOAD_BATCH], lo)
-        ids.extend(batch.column("id").to_pylist())
-        table.add(batch)
-    load_s = time.perf_counter() - t0
+    ids, load_s, index_s, partitions, sub_vectors = build_archive(uri, vectors)
     truth_ids = [{ids[r] for r in row} for row in truth_rows]
     del vectors
-
-    partitions, sub_vectors = vector_index_params(n, DIM)
-    t0 = time.perf_counter()
-    table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=partitions,
-                                              num_sub_vectors=sub_vectors), name="vector_idx")
-    table.create_index("source", config=Bitmap(), name="source_idx")
-    table.create_index("start", config=BTree(), name="start_idx")
-    index_s = time.perf_counter() - t0
     print(f"load {load_s:.1f} s ({n / load_s:,.0f} rows/s), index {index_s:.1f} s "
           f"(IVF_PQ {partitions} partitions, {sub_vectors} sub-vectors)", flush=True)
 
