@@ -58,6 +58,10 @@ def main():
     ap.add_argument("--no-optimize", action="store_true", help="no optimize / cleanup")
     ap.add_argument("--reconnect-s", type=float, default=0.0,
                     help="open the writer's connection afresh this often (0: never)")
+    ap.add_argument("--reader-reconnect-s", type=float, default=0.0,
+                    help="open the reader's connection afresh this often (0: never)")
+    ap.add_argument("--speed", type=float, default=1.0,
+                    help="run the commits and queries this many times faster (sleeps divided)")
     ap.add_argument("--tracemalloc", action="store_true", help="also trace Python's allocations")
     args = ap.parse_args()
     if args.tracemalloc:
@@ -70,11 +74,13 @@ def main():
     stop, queries, errors = threading.Event(), [0], []
 
     def reader():
-        rdb = connect(root, cap or READER_CACHE_MB)
-        rt = rdb.open_table("clips")
+        rt, opened = connect(root, cap or READER_CACHE_MB).open_table("clips"), time.monotonic()
         q = np.random.default_rng(1)
         while not stop.is_set():
             try:
+                if args.reader_reconnect_s and time.monotonic() - opened >= args.reader_reconnect_s:
+                    rt = connect(root, cap or READER_CACHE_MB).open_table("clips")
+                    opened = time.monotonic()
                 rt.checkout_latest()
                 where = "source = 'cam1'" if queries[0] % 2 else "start > 0"
                 rt.search(q.standard_normal(DIM).astype(np.float32)).where(where) \
@@ -82,13 +88,14 @@ def main():
                 queries[0] += 1
             except Exception as e:  # noqa: BLE001 -- counted and printed, not fatal
                 errors.append(repr(e))
-            time.sleep(0.5)
+            time.sleep(0.5 / args.speed)
 
     if args.reader:
         threading.Thread(target=reader, name="reader", daemon=True).start()
     print(f"lance_churn: reader={args.reader} cache_mb={args.cache_mb or 'daemon caps'} "
           f"delete={not args.no_delete} optimize={not args.no_optimize} "
-          f"reconnect_s={args.reconnect_s:g}; {root}")
+          f"reconnect_s={args.reconnect_s:g} reader_reconnect_s={args.reader_reconnect_s:g} "
+          f"speed={args.speed:g}; {root}")
     print("min  rss_mb anon_mb heap_used_mb py_traced_mb  rows queries errors", flush=True)
     t0 = time.monotonic()
     last_opt = last_re = next_min = t0
@@ -97,7 +104,7 @@ def main():
     while time.monotonic() - t0 < args.minutes * 60:
         commits += 1
         table.add(rows(rng, 8, float(commits)))
-        time.sleep(0.25)
+        time.sleep(0.25 / args.speed)
         now = time.monotonic()
         if args.reconnect_s and now - last_re >= args.reconnect_s:
             db = connect(root, cap or WRITER_CACHE_MB)

@@ -221,6 +221,33 @@ def slope_per_hour(ts, ys) -> float:
     return float(np.polyfit(t, np.asarray(ys, np.float64), 1)[0])
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (no scipy in the venv).
+_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+         10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def slope_interval(ts, ys, block_s: float = 600.0) -> tuple[float, float, int]:
+    """The slope per hour of 10-minute block means and its 95% half-width, and the blocks used.
+
+    Minute samples are not independent (RSS wanders for minutes), so a least-squares error
+    over them claims a precision the run does not have; the means of 10-minute blocks are
+    nearer independent, and their fit's error says how far one run's slope can be trusted."""
+    t, y = np.asarray(ts, np.float64), np.asarray(ys, np.float64)
+    if len(t) < 2:
+        return float("nan"), float("nan"), 0
+    block = np.floor((t - t[0]) / block_s)
+    keys = np.unique(block)
+    bt = np.array([t[block == k].mean() for k in keys]) / 3600.0
+    by = np.array([y[block == k].mean() for k in keys])
+    if len(keys) < 3:
+        return slope_per_hour(t, y), float("nan"), len(keys)
+    (slope, icpt), df = np.polyfit(bt, by, 1), len(keys) - 2
+    resid = by - (slope * bt + icpt)
+    se = np.sqrt((resid @ resid) / df / ((bt - bt.mean()) @ (bt - bt.mean())))
+    q = _T975[max(k for k in _T975 if k <= df)]
+    return float(slope), float(q * se), len(keys)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -480,6 +507,9 @@ def main():
     print(f"rss_mb_per_hour={slope_per_hour(ts, [r['rss_mb'] for r in use]):.2f}  (each "
           f"minute's minimum RSS, sampled every 2 s; of the maxima: "
           f"{slope_per_hour(ts, [r['rss_mb_max'] for r in use]):.2f})")
+    b_slope, b_half, n_blocks = slope_interval(ts, [r["rss_mb"] for r in use])
+    print(f"rss_mb_per_hour_blocks={b_slope:.2f} +- {b_half:.2f}  (10-minute means, {n_blocks} "
+          f"blocks, 95% interval: how far one run's slope can be trusted)")
     print(f"fragments_max={max(r['fragments'] for r in samples)}")
     print(f"versions_max={max(r['versions'] for r in samples)}")
     print(f"reader_errors={len(reader_errors)}")
