@@ -1,7 +1,7 @@
 """LanceDB alone under the soak's write pattern: does its memory stay flat? (issue 12)
 
     python benchmarks/lance_churn.py --minutes 20 [--reader] [--cache-mb 0.25]
-        [--no-delete] [--no-optimize] [--reconnect-s 180]
+        [--no-delete] [--no-optimize] [--reconnect-s 180] [--reader-reconnect-s 180] [--speed 4]
 
 benchmarks/soak.py runs the whole daemon; this keeps only the archive's own work, in one
 process with no model, no decoders and no pystream writer: a commit of 8 rows (a 128-d vector,
@@ -9,7 +9,9 @@ a source, a start time) every 0.25 s, retention deleting rows older than 360 com
 ``optimize(cleanup_older_than=120 s)`` every 30 s (then glibc's malloc_trim, as the writer
 does), and with ``--reader`` a second connection searching twice a second (half the queries
 filtered) after ``checkout_latest``. The caches are capped as the daemon caps them
-(pystream.store; ``--cache-mb`` caps both of each connection instead).
+(pystream.store; ``--cache-mb`` caps both of each connection instead). ``--speed`` divides the
+sleeps between commits and between queries (maintenance stays every 30 s), to see in 20 minutes
+what an hour and more of the soak's archive work would do.
 
 Every minute: RSS, its anonymous part, glibc's heap in use (mallinfo2: live native and Python
 allocations), Python's traced memory with ``--tracemalloc``, rows, queries. Last, the slope of

@@ -78,3 +78,16 @@ def test_count_versions_retries_a_manifest_deleted_under_it():
         soak.count_versions(_Flaky(9), tries=3)
     with pytest.raises(ValueError, match="corrupt"):  # other errors are not hidden
         soak.count_versions(_Flaky(1, "corrupt manifest"))
+
+
+def test_slope_interval_fits_block_means_and_widens_with_noise():
+    import numpy as np
+
+    t = np.arange(0, 120 * 60, 60.0)  # two hours of minute samples
+    slope, half, blocks = soak.slope_interval(t, 800 + 5.0 * t / 3600)
+    assert blocks == 12 and abs(slope - 5.0) < 1e-9 and half < 1e-9  # a clean line is exact
+    rng = np.random.default_rng(0)
+    wander = np.repeat(rng.normal(0, 5, 12), 10)  # RSS that wanders for ten minutes at a time
+    slope, half, _ = soak.slope_interval(t, 800 + 5.0 * t / 3600 + wander)
+    assert half > 1.0 and abs(slope - 5.0) < half  # the interval covers the true slope
+    assert np.isnan(soak.slope_interval(t[:15], t[:15])[1])  # two blocks: no interval
