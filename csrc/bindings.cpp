@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -446,12 +447,13 @@ void py_push(StreamStates& st, const std::string& id, py::handle tok_o, py::hand
 }
 
 // to_bytes / from_bytes of a serialisable state (StreamStates, ReuseStates), GIL released.
+// `streams`: serialise only these (a checkpoint keeps just the streams that resume); None: all.
 template <class State>
-py::bytes state_to_bytes(const State& st) {
+py::bytes state_to_bytes(const State& st, std::optional<std::vector<std::string>> streams) {
   std::string out;
   {
     py::gil_scoped_release nogil;
-    out = st.to_bytes();
+    out = st.to_bytes(streams ? &*streams : nullptr);
   }
   return py::bytes(out);
 }
@@ -660,7 +662,7 @@ PYBIND11_MODULE(_core, m) {
       .def("__contains__", [](const StreamStates& s, py::handle id) {
         return py::isinstance<py::str>(id) && s.contains(id.cast<std::string>());
       })
-      .def("to_bytes", &state_to_bytes<StreamStates>)
+      .def("to_bytes", &state_to_bytes<StreamStates>, py::arg("streams") = py::none())
       .def_static("from_bytes", &state_from_bytes<StreamStates>, py::arg("data"))
       .def(py::pickle(
           [](const StreamStates& s) { return py::bytes(s.to_bytes()); },
@@ -712,7 +714,7 @@ PYBIND11_MODULE(_core, m) {
       .def("__contains__", [](const ReuseStates& s, py::handle id) {
         return py::isinstance<py::str>(id) && s.contains(id.cast<std::string>());
       })
-      .def("to_bytes", &state_to_bytes<ReuseStates>)
+      .def("to_bytes", &state_to_bytes<ReuseStates>, py::arg("streams") = py::none())
       .def_static("from_bytes", &state_from_bytes<ReuseStates>, py::arg("data"))
       .def("__repr__", [](const ReuseStates& s) {
         return "<pystream._core.ReuseStates streams=" + std::to_string(s.size()) +

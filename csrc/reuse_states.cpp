@@ -148,9 +148,10 @@ int64_t ReuseStates::nbytes() const {
 // Serialised format: the common header (serial.h) with magic "PYREUSE1", then
 //   i64 L | i64 N | i64 C | i32 tok dtype | i32 kv dtype | i64 max_bytes | u64 streams, then per
 //   stream: u64 id length | id | i64 age | i64 patches | i64 reused | ref | k | v | out
-std::string ReuseStates::to_bytes() const {
+std::string ReuseStates::to_bytes(const std::vector<std::string>* only) const {
   if (!little_endian()) throw ValueError("ReuseStates serialisation needs a little-endian host");
   ReadLock lk(mu_);
+  const auto kept = selected(records_, only);
   Writer w;
   w.put<int64_t>(L_);
   w.put<int64_t>(N_);
@@ -158,8 +159,9 @@ std::string ReuseStates::to_bytes() const {
   w.put<int32_t>((int32_t)tok_dtype_);
   w.put<int32_t>((int32_t)kv_dtype_);
   w.put<int64_t>(max_bytes_);
-  w.put<uint64_t>(records_.size());
-  for (const auto& kv : records_) {
+  w.put<uint64_t>(kept.size());
+  for (const auto* kvp : kept) {
+    const auto& kv = *kvp;
     const ReuseRecord& r = kv.second;
     w.put<uint64_t>(kv.first.size());
     w.bytes(kv.first.data(), kv.first.size());

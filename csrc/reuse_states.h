@@ -65,7 +65,8 @@ class ReuseStates {
   DType tok_dtype() const { return tok_dtype_; }
   DType kv_dtype() const { return kv_dtype_; }
 
-  std::string to_bytes() const;
+  // `only`: serialise just these streams (ids it does not hold are skipped); null: all.
+  std::string to_bytes(const std::vector<std::string>* only = nullptr) const;
   static ReuseStates from_bytes(const char* data, size_t len);
 
   ReuseStates(ReuseStates&& o) noexcept

@@ -1,10 +1,13 @@
 // Little-endian blob helpers shared by the serialisable states (StreamStates, ReuseStates):
-// an append-only writer, a bounds-checked reader, and the common 32-byte header
+// an append-only writer, a bounds-checked reader, the entries to write (all or some streams),
+// and the common 32-byte header
 //   magic (8) | u32 version | u32 header size (32) | u64 payload size | u32 CRC-32 | u32 0
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "common.h"
 
@@ -95,6 +98,22 @@ inline Reader open_blob(const char* data, size_t len, const char magic[8], uint3
   if (crc32(data + kBlobHeader, psize) != crc)
     throw ValueError(pre + "checksum mismatch (corrupt state)");
   return Reader{data + kBlobHeader, (size_t)psize, who};
+}
+
+// The entries of an id -> value map to serialise: all of them (only == nullptr), or those whose
+// id is in `only`, in the map's order either way.
+template <class Map>
+std::vector<const typename Map::value_type*> selected(const Map& m,
+                                                      const std::vector<std::string>* only) {
+  std::vector<const typename Map::value_type*> out;
+  if (only == nullptr) {
+    for (const auto& kv : m) out.push_back(&kv);
+    return out;
+  }
+  const std::set<std::string> want(only->begin(), only->end());
+  for (const auto& kv : m)
+    if (want.count(kv.first)) out.push_back(&kv);
+  return out;
 }
 
 }  // namespace pystream

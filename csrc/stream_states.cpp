@@ -235,14 +235,16 @@ static_assert(sizeof(double) == 8 && sizeof(float) == 4, "IEEE floats expected")
 
 }  // namespace
 
-std::string StreamStates::to_bytes() const {
+std::string StreamStates::to_bytes(const std::vector<std::string>* only) const {
   if (!little_endian()) throw ValueError("StreamStates serialisation needs a little-endian host");
   ReadLock lk(mu_);
+  const auto kept = selected(streams_, only);
   Writer w;
   w.put<int64_t>(max_chunks_);
   w.put<int64_t>(max_bytes_);
-  w.put<uint64_t>(streams_.size());
-  for (const auto& kv : streams_) {
+  w.put<uint64_t>(kept.size());
+  for (const auto* kvp : kept) {
+    const auto& kv = *kvp;
     const Stream& s = kv.second;
     w.put<uint64_t>(kv.first.size());
     w.bytes(kv.first.data(), kv.first.size());

@@ -85,7 +85,8 @@ class StreamStates {
   int64_t max_chunks() const { return max_chunks_; }
   int64_t max_bytes() const { return max_bytes_; }
 
-  std::string to_bytes() const;
+  // `only`: serialise just these streams (ids it does not hold are skipped); null: all.
+  std::string to_bytes(const std::vector<std::string>* only = nullptr) const;
   static StreamStates from_bytes(const char* data, size_t len);
 
   StreamStates(StreamStates&& o) noexcept

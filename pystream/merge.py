@@ -251,8 +251,9 @@ class _CoreStates:
     def __contains__(self, stream_id) -> bool:
         return stream_id in self._s
 
-    def to_bytes(self) -> bytes:
-        return self._s.to_bytes()
+    def to_bytes(self, streams: Optional[Iterable[str]] = None) -> bytes:
+        """All streams, or only ``streams`` (ids not held are skipped)."""
+        return self._s.to_bytes(None if streams is None else list(streams))
 
 
 class StreamStates(_CoreStates):

@@ -167,10 +167,11 @@ class PyStreamStates:
     def __contains__(self, stream_id) -> bool:
         return isinstance(stream_id, str) and stream_id in self._streams
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, streams=None) -> bytes:
         with self._lock:
-            parts = [struct.pack("<qqQ", self._max_chunks, self._max_bytes, len(self._streams))]
-            for sid in sorted(self._streams, key=lambda i: i.encode()):
+            ids = [i for i in self._streams if streams is None or i in set(streams)]
+            parts = [struct.pack("<qqQ", self._max_chunks, self._max_bytes, len(ids))]
+            for sid in sorted(ids, key=lambda i: i.encode()):
                 dtype, C, last_seq, chunks = self._streams[sid]
                 b = sid.encode()
                 parts.append(struct.pack("<Q", len(b)) + b)

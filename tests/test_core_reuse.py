@@ -92,6 +92,10 @@ def test_serialisation_round_trips_exactly_and_rejects_corruption():
     for x, y in zip(a, b):
         assert torch.equal(x, y)
     assert back.counts("cam2") == st.counts("cam2")
+    only = ReuseStates.from_bytes(st.to_bytes(["cam2", "cam9"]))  # just cam2; cam9 not held
+    assert only.streams() == ["cam2"] and only.counts("cam2") == st.counts("cam2")
+    for x, y in zip(st.gather(["cam2"]), only.gather(["cam2"])):
+        assert torch.equal(x, y)
     with pytest.raises(ValueError, match="checksum"):
         ReuseStates.from_bytes(blob[:40] + bytes([blob[40] ^ 1]) + blob[41:])
     with pytest.raises(ValueError, match="truncated"):

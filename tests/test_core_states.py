@@ -186,6 +186,21 @@ def test_serialise_round_trip_and_pickle(SS):
 
 
 @impls
+def test_serialise_only_some_streams(SS):
+    s = SS(max_chunks=3, max_bytes=10**7)
+    s.push("cam", *chunk(4, seed=1), seq=1)
+    s.push("file", *chunk(3, seed=2), seq=1)
+    s.push("file", *chunk(2, seed=3), seq=2)
+    part = SS.from_bytes(s.to_bytes(streams=["file", "not-held"]))  # unknown ids are skipped
+    assert part.streams() == ["file"] and part.last_seq("file") == 2
+    for x, y in zip(s.window("file"), part.window("file")):
+        assert torch.equal(x, y)
+    assert part.nbytes == s.nbytes - 4 * (8 * 4 + ROW_BYTES)  # cam: 4 tokens of C=8 float32
+    assert SS.from_bytes(s.to_bytes(streams=[])).streams() == []
+    assert s.to_bytes(streams=None) == s.to_bytes()  # None: every stream
+
+
+@impls
 def test_corrupt_or_truncated_input_raises_value_error(SS):
     s = SS()
     s.push("a", *chunk(5), seq=0)

@@ -310,6 +310,80 @@ def test_indexer_restarts_a_crashed_source_and_indexes_everything_once(tmp_path)
         assert sum(r["uri"] == v for r in rows) == sum(expected_windows(n, coarse=2))
 
 
+def test_checkpoints_carry_the_state_of_files_only_not_of_live_cameras(tmp_path):
+    """A camera and a file encoded together: the encoder checkpoints written while the file is
+    open hold the file's carried state and none of the camera's (a live stream restarts live,
+    so its tokens would only make every commit write more)."""
+    import os
+
+    from pystream.config import parse_config
+    from pystream.decode import decode_frames
+    from pystream.model.streaming import StreamingEncoder
+    from pystream.pipeline import Indexer
+
+    from test_pipeline_fixtures import make_model_dir, write_video
+
+    model_dir = make_model_dir(tmp_path / "tiny")
+    video = write_video(tmp_path / "a.mp4", 56, seed=1)
+
+    class Camera:
+        name, fps = "cam", 1.0
+
+        def segments(self, stop):
+            def frames():
+                for i in range(120):
+                    yield Frame(i, float(i), 1000.0 + i, np.full((64, 64, 3), i, np.uint8))
+                    time.sleep(0.01)
+            yield Segment(self.name, "udp://cam", "cam", True, 1000.0, frames())
+
+        def status(self):
+            return {}
+
+    class Folder:
+        name, fps = "cams", 1.0
+
+        def segments(self, stop):
+            time.sleep(0.3)  # the camera has carried state by now
+
+            def frames():
+                for f in decode_frames(video, 1.0, 64):
+                    time.sleep(0.02)
+                    yield f
+            st = os.stat(video)
+            yield Segment(self.name, video, f"cams:{video}", False, 0.0, frames(),
+                          (video, st.st_size, st.st_mtime))
+
+        def status(self):
+            return {}
+
+    cfg = parse_config(dict(archive=str(tmp_path / "arc"), state_dir=str(tmp_path / "state"),
+                            model=model_dir, coarse_windows=2, http={"enabled": False},
+                            batching={"max_batch_chunks": 4, "max_wait_s": 0.02},
+                            writer={"batch_rows": 2, "flush_interval_s": 0.05}))
+    ix = Indexer(cfg, sources=[Camera(), Folder()])
+    saved, put = [], ix.checkpoints.put
+
+    def recording_put(source, progress, state_bytes=None):
+        if source == ENCODER_KEY and state_bytes:
+            saved.append((progress, state_bytes))
+        return put(source, progress, state_bytes)
+
+    ix.checkpoints.put = recording_put
+    assert ix.run() == 0
+    assert saved, "no checkpoint was written while the file was open"
+    both = 0
+    for progress, blob in saved:
+        enc = StreamingEncoder.__new__(StreamingEncoder)
+        enc.reuse = None  # read the carried tokens and counters only
+        enc.load_state_bytes(blob)
+        files = {k for k, s in progress["streams"].items() if not s["live"]}
+        live = {k for k, s in progress["streams"].items() if s["live"]}
+        assert set(enc.states.streams()) <= files and set(enc.progress) <= files
+        assert not live & (set(enc.states.streams()) | set(enc.progress))
+        both += bool(live) and bool(enc.states.streams())
+    assert both, "the camera and the file were never open together: the test proves nothing"
+
+
 # ----------------------------------------------------------------------------- store faults
 
 class LiveSource:

@@ -93,6 +93,23 @@ def test_state_round_trip_resumes_identically():
     assert any(e.level == 1 for e in full)
 
 
+def test_state_of_some_streams_resumes_them_and_leaves_the_others_out():
+    m = video_model("tiny")
+    cam = list(_chunks("cam", _stream_pixels(3, 32)))
+    file = list(_chunks("file", _stream_pixels(7, 32)))
+    full = StreamingEncoder(m, coarse_windows=2).encode(file)
+    b = StreamingEncoder(m, coarse_windows=2)
+    first = [e for e in b.encode(cam[:4] + file[:4]) if e.stream == "file"]
+    c = StreamingEncoder(m, coarse_windows=2)
+    c.load_state_bytes(b.state_bytes(["file"]))
+    assert c.states.streams() == ["file"] and list(c.progress) == ["file"]
+    assert len(c.state_bytes()) < len(b.state_bytes())
+    got = first + c.encode(file[4:])
+    assert [(e.level, e.start, e.end) for e in got] == [(e.level, e.start, e.end) for e in full]
+    for x, y in zip(got, full):
+        assert np.abs(x.vector - y.vector).max() < 1e-5
+
+
 @pytest.mark.parametrize("schedule", ["default", "fast", "off"])
 def test_state_is_bounded_and_cost_per_window_constant(schedule):
     """One stream, one new chunk per call, 16 calls: from the first window on, every call does

@@ -220,9 +220,11 @@ class EncodeStage:
 
     def _commit(self, rows: list):
         streams = self.positions()
-        # Only files resume with their carried state; live-only encoders need no snapshot.
-        need_state = any(not s["live"] for s in streams.values())
-        state = self.encoder.state_bytes() if need_state else None
+        # Only files resume with their carried state (commit.plan_restore drops live streams),
+        # so only theirs is saved: with many cameras beside a folder, saving every camera's
+        # tokens and reuse cache made each commit write MBs (fsynced) while a file was open.
+        resuming = [key for key, s in streams.items() if not s["live"]]
+        state = self.encoder.state_bytes(resuming) if resuming else None
         self.commit.add(rows, streams, state, self._files_done_pending,
                         self.rows_builder.source_end)
         self._files_done_pending = []

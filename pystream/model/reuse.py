@@ -103,8 +103,8 @@ class ReuseState:
         return self.records.record_bytes if stream in self else 0
 
     # ------------------------------------------------------------------ checkpoints
-    def to_bytes(self) -> bytes:
-        return self.records.to_bytes() if self.records is not None else b""
+    def to_bytes(self, streams=None) -> bytes:
+        return self.records.to_bytes(streams) if self.records is not None else b""
 
     def load_bytes(self, blob: bytes):
         if not blob:
