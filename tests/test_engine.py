@@ -263,13 +263,22 @@ def test_backoff_doubles_up_to_its_cap():
     assert [p.backoff(n) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
+def _engine_config(tmp_path, model_dir, **writer):
+    """A whole-engine config for these tests: tiny model, small batches, no HTTP."""
+    from pystream.config import parse_config
+
+    return parse_config(dict(archive=str(tmp_path / "arc"), state_dir=str(tmp_path / "state"),
+                             model=model_dir, coarse_windows=2, http={"enabled": False},
+                             batching={"max_batch_chunks": 4, "max_wait_s": 0.02},
+                             writer=writer))
+
+
 def test_indexer_restarts_a_crashed_source_and_indexes_everything_once(tmp_path):
     """Through the whole engine: a source dies after its first file (e.g. a folder scan hits a
     vanished share); it is restarted, skips nothing it has not done, and ends finished."""
     import os
 
     import pystream
-    from pystream.config import parse_config
     from pystream.decode import decode_frames
     from pystream.pipeline import Indexer
 
@@ -294,10 +303,7 @@ def test_indexer_restarts_a_crashed_source_and_indexes_everything_once(tmp_path)
         def status(self):
             return {}
 
-    cfg = parse_config(dict(archive=str(tmp_path / "arc"), state_dir=str(tmp_path / "state"),
-                            model=model_dir, coarse_windows=2, http={"enabled": False},
-                            batching={"max_batch_chunks": 4, "max_wait_s": 0.02},
-                            writer={"batch_rows": 4, "flush_interval_s": 0.1}))
+    cfg = _engine_config(tmp_path, model_dir, batch_rows=4, flush_interval_s=0.1)
     src = Flaky()
     ix = Indexer(cfg, sources=[src], restart=RestartPolicy(initial_s=0.05))
     assert ix.run() == 0
@@ -316,7 +322,6 @@ def test_checkpoints_carry_the_state_of_files_only_not_of_live_cameras(tmp_path)
     so its tokens would only make every commit write more)."""
     import os
 
-    from pystream.config import parse_config
     from pystream.decode import decode_frames
     from pystream.model.streaming import StreamingEncoder
     from pystream.pipeline import Indexer
@@ -356,10 +361,7 @@ def test_checkpoints_carry_the_state_of_files_only_not_of_live_cameras(tmp_path)
         def status(self):
             return {}
 
-    cfg = parse_config(dict(archive=str(tmp_path / "arc"), state_dir=str(tmp_path / "state"),
-                            model=model_dir, coarse_windows=2, http={"enabled": False},
-                            batching={"max_batch_chunks": 4, "max_wait_s": 0.02},
-                            writer={"batch_rows": 2, "flush_interval_s": 0.05}))
+    cfg = _engine_config(tmp_path, model_dir, batch_rows=2, flush_interval_s=0.05)
     ix = Indexer(cfg, sources=[Camera(), Folder()])
     saved, put = [], ix.checkpoints.put
 

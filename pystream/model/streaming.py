@@ -313,12 +313,11 @@ class StreamingEncoder:
     def state_bytes(self, streams=None) -> bytes:
         """Carried tokens (from the core) + per-stream counters, for crash-safe resume; of every
         stream, or of ``streams`` only (a checkpoint needs just the ones that resume)."""
-        keep = None if streams is None else set(streams)
-        core = self.states.to_bytes(None if keep is None else sorted(keep))
+        keep = None if streams is None else sorted(set(streams))
+        core = self.states.to_bytes(keep)
         meta = json.dumps({k: vars(v) for k, v in self.progress.items()
                            if keep is None or k in keep}).encode()
-        reuse = (self.reuse.to_bytes(None if keep is None else sorted(keep))
-                 if self.reuse is not None else b"")
+        reuse = self.reuse.to_bytes(keep) if self.reuse is not None else b""
         return (STATE_MAGIC + struct.pack("<QQQ", len(core), len(meta), len(reuse))
                 + core + meta + reuse)
 
