@@ -307,6 +307,40 @@ def test_the_gated_linears_see_a_small_fixed_set_of_row_counts():
     assert bucket_rows(257) == 288 and bucket_rows(256) == 256 and bucket_rows(3) == 16
 
 
+def test_bucketed_linear_equals_a_linear_and_sees_only_bucket_row_counts(monkeypatch):
+    """On the CPU the bf16 copy's linears pad rows to bucket sizes in tiles of ROW_TILE (oneDNN
+    keeps ~0.5 MB per new matrix shape, and a TempMe layer's row count is segments x tokens,
+    which changes every batch). Padding changes nothing: every row's result is its own."""
+    from pystream.model import precision
+
+    lin = torch.nn.Linear(24, 40).to(torch.bfloat16)
+    b = precision.BucketedLinear(24, 40, dtype=torch.bfloat16)
+    b.load_state_dict(lin.state_dict())
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad(), precision.autocast("bf16", "cpu"):
+        for shape in [(0, 24), (1, 24), (3, 17, 24), (2 * precision.ROW_TILE + 5, 24)]:
+            x = torch.randn(*shape, generator=g)
+            got, want = b(x), lin(x)
+            assert got.shape == want.shape and torch.equal(got, want), shape
+
+    rows = []  # the row counts of the bf16 matrix multiplies (the fp32 projection head aside)
+    forward = torch.nn.Linear.forward
+    monkeypatch.setattr(torch.nn.Linear, "forward",
+                        lambda self, x: (isinstance(self, precision.BucketedLinear)
+                                         and rows.append(x.reshape(-1, x.shape[-1]).shape[0]),
+                                         forward(self, x))[1])
+    m = video_model("tiny")
+    for reuse in (None, ReuseSettings(threshold=0.05)):
+        enc = StreamingEncoder(m, coarse_windows=0, precision="bf16", reuse=reuse)
+        assert isinstance(enc.model.layers[-1].mlp.fc2, precision.BucketedLinear)
+        rows.clear()
+        for n in range(1, 6):  # a different number of cameras in every batch
+            enc.encode([c for i in range(n)
+                        for c in _chunks(f"cam{i}", _static_video(i, 4))][:n])
+        assert rows and set(rows) <= set(precision.row_buckets()), sorted(set(rows))
+    assert len(precision.row_buckets()) == 40
+
+
 def test_live_streams_started_together_refresh_in_different_batches():
     """Cameras that start together do not all refresh in one batch (that batch cost 2.8x a
     usual one and set the p95 lag); each still recomputes every position at least every

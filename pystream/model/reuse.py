@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..merge import ReuseStates
+from .precision import bucket_rows  # noqa: F401 (tests import it from here)
 from .tempme import Tokens, merge_tokens, project_qkv
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def _query_groups(counts: torch.Tensor, N: int):
     the frame's ``counts`` recomputed tokens): ``(perm, inv, [(start, stop, width)])``, where
     ``perm`` lists the frames group by group (``inv`` its inverse) and each group is the range
     [start, stop) of that order. A few fixed widths keep attention's shapes few, as
-    ``bucket_rows`` does for the linear layers."""
+    ``precision.bucket_rows`` does for the linear layers."""
     edges = torch.tensor([w for w in QUERY_WIDTHS if w < N] + [N], device=counts.device)
     gi = torch.searchsorted(edges, counts)
     perm = torch.argsort(gi, stable=True)
@@ -147,15 +148,6 @@ def _query_groups(counts: torch.Tensor, N: int):
             groups.append((a0, a0 + n, w))
             a0 += n
     return perm, inv, groups
-
-
-def bucket_rows(n: int, minimum: int = 16) -> int:
-    """``n`` rounded up to one of 8 sizes per power of two (at most 12.5% more, at least
-    ``minimum``): the row counts the bf16 kernels see stay a small fixed set."""
-    if n <= minimum:
-        return minimum
-    step = max(minimum, 1 << max(0, (n - 1).bit_length() - 4))
-    return -(-n // step) * step
 
 
 def run_reused_layers(model, t: Tokens, streams: Sequence[str], chunk_frames: int,
