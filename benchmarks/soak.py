@@ -194,6 +194,31 @@ def jemalloc_dump(path: Path) -> None:
                          "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=prof:true")
 
 
+class ShapeCensus:
+    """Counts the distinct (weight shape, dtype, row count) of every ``F.linear`` call in the
+    process (the matrix multiplies oneDNN builds and keeps a kernel for), by wrapping
+    ``torch.nn.functional.linear``; ``line()``: the count, and how many appeared since the last
+    call. This is how the TempMe layers' unbucketed row counts were found (issue 12)."""
+
+    def __init__(self):
+        import torch.nn.functional as F
+
+        self.seen: set = set()
+        self.reported = 0
+        linear = F.linear
+
+        def counting(x, w, b=None):
+            self.seen.add((tuple(w.shape), w.dtype, x.numel() // max(1, x.shape[-1])))
+            return linear(x, w, b)
+        F.linear = counting
+
+    def line(self) -> str:
+        n, new = len(self.seen), len(self.seen) - self.reported
+        self.reported = n
+        bf16 = sum(1 for _, dtype, _ in self.seen if str(dtype) == "torch.bfloat16")
+        return f"linear_shapes={n} bf16={bf16} new={new}"
+
+
 def count_versions(table, tries: int = 5) -> int:
     """LanceDB versions of ``table``. Listing reads every manifest, and the writer's cleanup may
     delete one between the listing and the read ("Not found: ..._versions/N.manifest"): that
@@ -274,7 +299,12 @@ def main():
                     help="copy /proc/self/smaps and the count of live Python objects per type "
                          "every 5 minutes into DIR: which mapping grows (python "
                          "benchmarks/smaps_diff.py A B), which objects pile up")
+    ap.add_argument("--shape-census", action="store_true",
+                    help="count the distinct matrix shapes (weight, rows) every linear call "
+                         "sees and print them every minute: oneDNN keeps a kernel per bf16 shape "
+                         "(benchmarks/kernel_shapes.py)")
     args = ap.parse_args()
+    census = ShapeCensus() if args.shape_census else None
     rng = random.Random(args.seed)
     if args.smaps_dumps:
         args.smaps_dumps.mkdir(parents=True, exist_ok=True)
@@ -418,6 +448,8 @@ def main():
                 minute = round((now - t0) / 60)
                 if args.heap_dumps and minute % 5 == 0:
                     jemalloc_dump(args.heap_dumps / f"heap-{minute:03d}.heap")
+                if census:
+                    print(f"# shapes minute={minute} {census.line()}", flush=True)
                 if args.smaps_dumps and minute % 5 == 0:
                     (args.smaps_dumps / f"smaps-{minute:03d}").write_text(
                         Path("/proc/self/smaps").read_text())

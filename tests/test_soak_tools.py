@@ -91,3 +91,20 @@ def test_slope_interval_fits_block_means_and_widens_with_noise():
     slope, half, _ = soak.slope_interval(t, 800 + 5.0 * t / 3600 + wander)
     assert half > 1.0 and abs(slope - 5.0) < half  # the interval covers the true slope
     assert np.isnan(soak.slope_interval(t[:15], t[:15])[1])  # two blocks: no interval
+
+
+def test_shape_census_counts_each_linear_shape_once(monkeypatch):
+    import torch
+    import torch.nn.functional as F
+
+    monkeypatch.setattr(F, "linear", F.linear)  # restored after the test
+    census = soak.ShapeCensus()
+    lin = torch.nn.Linear(8, 4)
+    bf = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    for rows in (3, 5, 3):
+        lin(torch.zeros(rows, 8))
+    bf(torch.zeros(2, 7, 8, dtype=torch.bfloat16))
+    assert census.line() == "linear_shapes=3 bf16=1 new=3"
+    lin(torch.zeros(5, 8))
+    lin(torch.zeros(6, 8))
+    assert census.line() == "linear_shapes=4 bf16=1 new=1"
