@@ -92,26 +92,24 @@ class BucketedLinear(torch.nn.Linear):
     padding rows are computed and dropped; every row's result is its own).
 
     Why: oneDNN builds a bf16 kernel for every new matrix shape and keeps it in two caches
-    (ideep's and its primitive cache, 1024 entries each), about 0.55 MB a shape for the shipped
-    model's linears. A TempMe layer takes [segments, tokens, C] and the segment count changes
-    from batch to batch, so a long run kept meeting new shapes: a soak's 20 minutes saw 52 row
-    counts per linear (115 MB), still a few new ones every 10 minutes, which is the heap growth
-    the soak measured. Bucketed, a weight meets at most ``len(row_buckets())`` shapes, whatever
+    (ideep's and its primitive cache, 1024 entries each): 2.4 MB of heap for a new row count
+    through the shipped model's four linears (benchmarks/kernel_shapes.py). A TempMe layer
+    takes [segments, tokens, C] and the segment count changes from batch to batch, so a long
+    run kept meeting new shapes: a soak's 20 minutes saw 52 row counts per linear (127 MB),
+    still a few new ones every 10 minutes, which is heap growth the soak measured. Bucketed, a weight meets at most ``len(row_buckets())`` shapes, whatever
     the run. Tiles also cost nothing: measured on the project's box (bf16, 2 threads), 8200
     rows through 768x3072 took 0.88x the time of one call, through 192x768 0.54x."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        n = rows.shape[0]
-        if n == 0:
-            return super().forward(x)
-        outs = []
-        for a in range(0, n, ROW_TILE):
-            tile = rows[a:a + ROW_TILE]
-            pad = bucket_rows(tile.shape[0]) - tile.shape[0]
-            y = super().forward(torch.nn.functional.pad(tile, (0, 0, 0, pad)) if pad else tile)
-            outs.append(y[:tile.shape[0]] if pad else y)
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        n = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if n <= ROW_TILE:  # the usual case, in as few tensor ops as can be (they show at 2 cores)
+            pad = bucket_rows(n) - n if n else 0
+            if not pad:
+                return super().forward(x)
+            y = super().forward(torch.nn.functional.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, pad)))
+            return y[:n].view(*x.shape[:-1], self.out_features)
+        rows = x.reshape(n, x.shape[-1])
+        out = torch.cat([self(rows[a:a + ROW_TILE]) for a in range(0, n, ROW_TILE)])
         return out.view(*x.shape[:-1], self.out_features)
 
 
