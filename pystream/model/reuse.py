@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..merge import ReuseStates
-from .precision import bucket_rows  # noqa: F401 (tests import it from here)
+from .precision import bucket_rows
 from .tempme import Tokens, merge_tokens, project_qkv
 
 log = logging.getLogger(__name__)
