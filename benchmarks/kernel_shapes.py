@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +41,7 @@ from pystream.model.configs import SHAPES, random_clip  # noqa: E402
 from pystream.model.reuse import ReuseSettings  # noqa: E402
 from pystream.model.streaming import Chunk, StreamingEncoder  # noqa: E402
 from pystream.model.tempme import ClipVideoModel  # noqa: E402
-from soak import heap_numbers  # noqa: E402
+from soak import ShapeCensus, heap_numbers  # noqa: E402
 
 
 def heap_used_mb() -> float:
@@ -130,17 +129,10 @@ def encoder_speed(batches: int, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     # A static background per camera plus a moving square: what reuse sees from a fixed camera.
     background = torch.randint(0, 256, (32, size, size, 3), dtype=torch.uint8, generator=g)
-    rows = {"plain": set(), "bucketed": set()}
-    current = [None]
-    linear = F.linear
-
-    def counting(x, w, b=None):
-        rows[current[0]].add((tuple(w.shape), x.numel() // x.shape[-1]))
-        return linear(x, w, b)
-
+    rows = {"plain": set(), "bucketed": set()}  # each encoder's (weight, dtype, rows) shapes
+    census = ShapeCensus()
     total = {"plain": 0.0, "bucketed": 0.0}
     t_chunk = [0] * 32
-    F.linear = counting
     try:
         with torch.no_grad():
             for n in range(batches):
@@ -156,14 +148,14 @@ def encoder_speed(batches: int, seed: int) -> None:
                     t_chunk[c] += 1
                 order = [("plain", plain), ("bucketed", bucketed)]
                 for label, enc in (order if n % 2 == 0 else order[::-1]):
-                    current[0] = label
+                    census.seen = rows[label]
                     t = time.perf_counter()
                     enc.encode(chunks)
                     if n >= 2:  # the first two batches build the states and first kernels
                         total[label] += time.perf_counter() - t
                 print(f"batch {n + 1}/{batches}: {len(cams)} cameras", file=sys.stderr, flush=True)
     finally:
-        F.linear = linear
+        census.close()
     print(f"encoder (ViT-B/32 bf16, reuse 0.1, {batches - 2} timed batches of 4-32 cameras): "
           f"plain {total['plain']:.1f} s, bucketed {total['bucketed']:.1f} s; distinct "
           f"(weight, rows) shapes: plain {len(rows['plain'])}, bucketed {len(rows['bucketed'])}")

@@ -205,12 +205,17 @@ class ShapeCensus:
 
         self.seen: set = set()
         self.reported = 0
+        self._F, self._linear = F, F.linear
         linear = F.linear
 
         def counting(x, w, b=None):
             self.seen.add((tuple(w.shape), w.dtype, x.numel() // max(1, x.shape[-1])))
             return linear(x, w, b)
         F.linear = counting
+
+    def close(self) -> None:
+        """Puts ``torch.nn.functional.linear`` back."""
+        self._F.linear = self._linear
 
     def line(self) -> str:
         n, new = len(self.seen), len(self.seen) - self.reported
